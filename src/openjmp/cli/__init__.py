@@ -1,0 +1,1 @@
+"""The ``openjmp`` command line: one entry point, one module per verb."""
