@@ -1,0 +1,1 @@
+"""Training: losses, normalisation, EMA, optimisers and schedules, pre-training and fine-tuning."""
