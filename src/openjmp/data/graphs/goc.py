@@ -1,0 +1,155 @@
+"""The four GemNet-OC graphs of a structure (main, a2a, a2ee2a, qint), as JMP builds them.
+
+Per structure (reference README "How JMP builds the four graphs"):
+
+1. a2a: :func:`openjmp.data.graphs.radius.radius_graph` with the aint cutoff and aint
+   max_neighbors (closest first).
+2. main, a2ee2a, qint: sub-selected from the a2a edges — a distance cut ``d <= cutoff`` only if
+   the cutoff differs from aint's (``np.isclose``), and a per-target max-neighbour cut (closest
+   first) only if the max differs from aint's. Edges keep the a2a order.
+3. qint keeps only edges whose source or target has a tag in ``qint_tags``.
+
+The main graph is symmetrised inside the model, not here. :func:`collate_goc_graphs` concatenates
+per-structure graphs with atom-index offsets (edges stay grouped by structure).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+
+import numpy as np
+import torch
+
+from openjmp.data.graphs.radius import RadiusGraph, max_neighbors_mask, radius_graph
+
+GRAPH_NAMES = ("main", "a2a", "a2ee2a", "qint")
+
+
+@dataclass(frozen=True)
+class GOCGraphSettings:
+    """Cutoffs (Å) and max neighbours per graph. ``aeaint`` is the a2ee2a graph."""
+
+    cutoff_main: float
+    cutoff_aeaint: float
+    cutoff_qint: float
+    cutoff_aint: float
+    max_neighbors_main: int
+    max_neighbors_aeaint: int
+    max_neighbors_qint: int
+    max_neighbors_aint: int
+
+    @classmethod
+    def from_constant(cls, cutoff: float, max_neighbors: int) -> GOCGraphSettings:
+        """JMP's ``Cutoffs.from_constant`` + ``MaxNeighbors.from_goc_base_proportions``."""
+        return cls(
+            cutoff_main=cutoff, cutoff_aeaint=cutoff, cutoff_qint=cutoff, cutoff_aint=cutoff,
+            max_neighbors_main=max_neighbors,
+            max_neighbors_aeaint=int(max_neighbors * 20 / 30),
+            max_neighbors_qint=int(max_neighbors * 8 / 30),
+            max_neighbors_aint=int(max_neighbors * 1000 / 30),
+        )
+
+    def validate(self) -> None:
+        for g in ("main", "aeaint", "qint"):
+            if getattr(self, f"cutoff_{g}") > self.cutoff_aint:
+                raise ValueError(f"cutoff_{g} must be <= cutoff_aint")
+            if getattr(self, f"max_neighbors_{g}") > self.max_neighbors_aint:
+                raise ValueError(f"max_neighbors_{g} must be <= max_neighbors_aint")
+
+
+@dataclass
+class EdgeSet:
+    """edge_index (2, E) long [source, target]; cell_offset (E, 3) long (shifts the source)."""
+
+    edge_index: torch.Tensor
+    cell_offset: torch.Tensor
+
+    @property
+    def num_edges(self) -> int:
+        return int(self.edge_index.shape[1])
+
+    def to(self, device) -> EdgeSet:
+        return EdgeSet(self.edge_index.to(device), self.cell_offset.to(device))
+
+
+@dataclass
+class GOCGraphs:
+    main: EdgeSet
+    a2a: EdgeSet
+    a2ee2a: EdgeSet
+    qint: EdgeSet
+
+    def to(self, device) -> GOCGraphs:
+        return GOCGraphs(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray | torch.Tensor]) -> GOCGraphs:
+        """From ``graph_<name>_edge_index`` / ``graph_<name>_cell_offset`` arrays (fixture format)."""
+        out = {}
+        for name in GRAPH_NAMES:
+            ei = torch.as_tensor(np.asarray(arrays[f"graph_{name}_edge_index"]), dtype=torch.long)
+            off = torch.as_tensor(np.asarray(arrays[f"graph_{name}_cell_offset"]),
+                                  dtype=torch.long)
+            out[name] = EdgeSet(ei.reshape(2, -1), off.reshape(-1, 3))
+        return cls(**out)
+
+
+def _to_edge_set(g: RadiusGraph) -> EdgeSet:
+    return EdgeSet(torch.from_numpy(np.ascontiguousarray(g.edge_index)).long(),
+                   torch.from_numpy(np.ascontiguousarray(g.cell_offsets)).long())
+
+
+def _subselect(a2a: RadiusGraph, cutoff: float, max_neighbors: int, settings: GOCGraphSettings
+               ) -> RadiusGraph:
+    g = a2a
+    if not np.isclose(cutoff, settings.cutoff_aint):
+        g = g.select(g.distances <= cutoff)
+    if max_neighbors != settings.max_neighbors_aint:
+        g = g.select(max_neighbors_mask(g.edge_index[1], g.distances, max_neighbors))
+    return g
+
+
+def build_goc_graphs(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray,
+                     tags: np.ndarray, settings: GOCGraphSettings,
+                     qint_tags: Sequence[int] = (1, 2)) -> GOCGraphs:
+    """The four graphs of one structure (positions (n, 3) Å, cell (3, 3) rows, pbc (3,))."""
+    settings.validate()
+    a2a = radius_graph(positions, cell, pbc, settings.cutoff_aint, settings.max_neighbors_aint)
+    main = _subselect(a2a, settings.cutoff_main, settings.max_neighbors_main, settings)
+    a2ee2a = _subselect(a2a, settings.cutoff_aeaint, settings.max_neighbors_aeaint, settings)
+    qint = _subselect(a2a, settings.cutoff_qint, settings.max_neighbors_qint, settings)
+    tags = np.asarray(tags).reshape(-1)
+    in_tags = np.isin(tags, np.asarray(list(qint_tags), dtype=tags.dtype))
+    qint = qint.select(in_tags[qint.edge_index[0]] | in_tags[qint.edge_index[1]])
+    return GOCGraphs(main=_to_edge_set(main), a2a=_to_edge_set(a2a),
+                     a2ee2a=_to_edge_set(a2ee2a), qint=_to_edge_set(qint))
+
+
+def collate_goc_graphs(graphs: Sequence[GOCGraphs], natoms: Sequence[int]) -> GOCGraphs:
+    """Concatenate per-structure graphs, offsetting atom indices by the preceding atoms."""
+    if len(graphs) != len(natoms):
+        raise ValueError(f"{len(graphs)} graphs but {len(natoms)} structures")
+    offsets = np.concatenate([[0], np.cumsum(np.asarray(natoms, dtype=np.int64))[:-1]])
+    out = {}
+    for name in GRAPH_NAMES:
+        eis = [getattr(g, name).edge_index + int(o) for g, o in zip(graphs, offsets)]
+        offs = [getattr(g, name).cell_offset for g in graphs]
+        out[name] = EdgeSet(torch.cat(eis, dim=1), torch.cat(offs, dim=0))
+    return GOCGraphs(**out)
+
+
+def goc_graphs_for_batch(batch, settings: GOCGraphSettings | Sequence[GOCGraphSettings],
+                         qint_tags: Sequence[int] = (1, 2)) -> GOCGraphs:
+    """Graphs of every structure of an ``openjmp.data.collate.Batch`` (built per structure)."""
+    natoms = batch.natoms.tolist()
+    starts = np.concatenate([[0], np.cumsum(natoms)[:-1]])
+    pos = batch.pos.detach().cpu().double().numpy()
+    cell = batch.cell.detach().cpu().double().numpy()
+    pbc = batch.pbc.cpu().numpy()
+    tags = batch.tags.cpu().numpy()
+    per = []
+    for i, (s, n) in enumerate(zip(starts, natoms)):
+        st = settings if isinstance(settings, GOCGraphSettings) else settings[i]
+        per.append(build_goc_graphs(pos[s:s + n], cell[i], pbc[i], tags[s:s + n], st, qint_tags))
+    return collate_goc_graphs(per, natoms)

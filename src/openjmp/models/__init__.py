@@ -1,0 +1,1 @@
+"""Neural network models (GemNet-OC backbone, output heads, the JMP model container)."""

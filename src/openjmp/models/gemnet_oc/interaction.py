@@ -1,0 +1,263 @@
+"""GemNet-OC interaction, atom-update and output blocks.
+
+Shapes: N atoms, E main (symmetrised) edges, E_ae a2ee2a edges; widths from the config.
+Submodules are registered in the original's order so that parameter order (and hence the EMA
+order of published checkpoints) and state-dict names match.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from openjmp.models.gemnet_oc.bases import BasesOutput
+from openjmp.models.gemnet_oc.config import GemNetOCConfig
+from openjmp.models.gemnet_oc.layers import (
+    INV_SQRT_2,
+    Dense,
+    EdgeEmbedding,
+    EfficientInteractionBilinear,
+    ResidualLayer,
+    ScaleFactor,
+    padded,
+)
+
+
+def _segment_sum(x: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
+    return x.new_zeros((size,) + tuple(x.shape[1:])).index_add_(0, index, x)
+
+
+class TripletInteraction(nn.Module):
+    """Triplet message passing: Dense -> * rbf -> scale -> down-projection -> gather by triplet
+    ``in`` -> efficient bilinear with the circular basis summed per ``out`` -> scale -> up.
+
+    ``symmetric_mp``: output = (up_ca(x) + up_ac(x)[id_swap]) / sqrt(2); otherwise up_ca(x).
+    """
+
+    def __init__(self, emb_size_in: int, emb_size_out: int, emb_size_trip_in: int,
+                 emb_size_trip_out: int, emb_size_rbf: int, emb_size_cbf: int,
+                 symmetric_mp: bool = True, activation: str | None = None):
+        super().__init__()
+        self.symmetric_mp = symmetric_mp
+        self.dense_ba = Dense(emb_size_in, emb_size_in, activation=activation)
+        self.mlp_rbf = Dense(emb_size_rbf, emb_size_in)
+        self.scale_rbf = ScaleFactor()
+        self.mlp_cbf = EfficientInteractionBilinear(emb_size_trip_in, emb_size_cbf,
+                                                    emb_size_trip_out)
+        self.scale_cbf_sum = ScaleFactor()
+        self.down_projection = Dense(emb_size_in, emb_size_trip_in, activation=activation)
+        self.up_projection_ca = Dense(emb_size_trip_out, emb_size_out, activation=activation)
+        if symmetric_mp:
+            self.up_projection_ac = Dense(emb_size_trip_out, emb_size_out, activation=activation)
+
+    def forward(self, m: torch.Tensor, rad: torch.Tensor,
+                cir: tuple[torch.Tensor, torch.Tensor], idx_in: torch.Tensor,
+                idx_out: torch.Tensor, idx_out_agg: torch.Tensor,
+                id_swap: torch.Tensor | None = None, expand_idx: torch.Tensor | None = None,
+                idx_agg2: torch.Tensor | None = None, idx_agg2_inner: torch.Tensor | None = None,
+                agg2_out_size: int | None = None) -> torch.Tensor:
+        x_ba = self.dense_ba(m)
+        if expand_idx is not None:
+            x_ba = x_ba[expand_idx]
+        x_ba = self.scale_rbf(x_ba * self.mlp_rbf(rad))
+        x_ba = self.down_projection(x_ba)[idx_in]
+        x = self.mlp_cbf(cir[0], cir[1], x_ba, idx_out, idx_out_agg, idx_agg2, idx_agg2_inner,
+                         agg2_out_size)
+        x = self.scale_cbf_sum(x)
+        if self.symmetric_mp:
+            return (self.up_projection_ca(x) + self.up_projection_ac(x)[id_swap]) * INV_SQRT_2
+        return self.up_projection_ca(x)
+
+
+class QuadrupletInteraction(nn.Module):
+    """Quadruplet message passing d->b->a<-c through the qint edge b->a (symmetric)."""
+
+    def __init__(self, emb_size_edge: int, emb_size_quad_in: int, emb_size_quad_out: int,
+                 emb_size_rbf: int, emb_size_cbf: int, emb_size_sbf: int,
+                 activation: str | None = None):
+        super().__init__()
+        self.dense_db = Dense(emb_size_edge, emb_size_edge, activation=activation)
+        self.mlp_rbf = Dense(emb_size_rbf, emb_size_edge)
+        self.scale_rbf = ScaleFactor()
+        self.mlp_cbf = Dense(emb_size_cbf, emb_size_quad_in)
+        self.scale_cbf = ScaleFactor()
+        self.mlp_sbf = EfficientInteractionBilinear(emb_size_quad_in, emb_size_sbf,
+                                                    emb_size_quad_out)
+        self.scale_sbf_sum = ScaleFactor()
+        self.down_projection = Dense(emb_size_edge, emb_size_quad_in, activation=activation)
+        self.up_projection_ca = Dense(emb_size_quad_out, emb_size_edge, activation=activation)
+        self.up_projection_ac = Dense(emb_size_quad_out, emb_size_edge, activation=activation)
+
+    def forward(self, m: torch.Tensor, bases: BasesOutput, quad, id_swap: torch.Tensor
+                ) -> torch.Tensor:
+        x_db = self.dense_db(m)
+        x_db = self.scale_rbf(x_db * self.mlp_rbf(bases.qint_rad))
+        x_db = self.down_projection(x_db)[quad.triplet_in.in_]  # (T_in, quad_in)
+        x_db = self.scale_cbf(x_db * self.mlp_cbf(bases.qint_cir))
+        x_db = x_db[quad.trip_in_to_quad]  # (Q, quad_in)
+        x = self.mlp_sbf(bases.qint_sph[0], bases.qint_sph[1], x_db, quad.out, quad.out_agg)
+        x = self.scale_sbf_sum(x)
+        return (self.up_projection_ca(x) + self.up_projection_ac(x)[id_swap]) * INV_SQRT_2
+
+
+class PairInteraction(nn.Module):
+    """Atom-to-atom interaction over the a2a graph (bilinear in rbf x neighbour features)."""
+
+    def __init__(self, emb_size_atom: int, emb_size_pair_in: int, emb_size_pair_out: int,
+                 emb_size_rbf: int, activation: str | None = None):
+        super().__init__()
+        self.bilinear = Dense(emb_size_rbf * emb_size_pair_in, emb_size_pair_out)
+        self.scale_rbf_sum = ScaleFactor()
+        self.down_projection = Dense(emb_size_atom, emb_size_pair_in, activation=activation)
+        self.up_projection = Dense(emb_size_pair_out, emb_size_atom, activation=activation)
+
+    def forward(self, h: torch.Tensor, rad_basis: torch.Tensor, edge_index: torch.Tensor,
+                target_rank: torch.Tensor) -> torch.Tensor:
+        num_atoms = h.shape[0]
+        x_ba = self.down_projection(h)[edge_index[0]]
+        x_pad = padded(x_ba, edge_index[1], target_rank, num_atoms, rad_basis.shape[2])
+        x = torch.matmul(rad_basis, x_pad)  # (N, emb_rbf, pair_in)
+        h_out = self.scale_rbf_sum(self.bilinear(x.reshape(num_atoms, -1)))
+        return self.up_projection(h_out)
+
+
+def _mlp(units_in: int, units: int, n_hidden: int, activation: str | None) -> nn.ModuleList:
+    layers: list[nn.Module] = []
+    if units_in != units:
+        layers.append(Dense(units_in, units, activation=activation))
+    layers += [ResidualLayer(units, activation=activation) for _ in range(n_hidden)]
+    return nn.ModuleList(layers)
+
+
+class AtomUpdateBlock(nn.Module):
+    """h' = MLP(scale(sum over edges into the atom of m * Dense(rbf_h)))."""
+
+    def __init__(self, emb_size_atom: int, emb_size_edge: int, emb_size_rbf: int, n_hidden: int,
+                 activation: str | None = None):
+        super().__init__()
+        self.dense_rbf = Dense(emb_size_rbf, emb_size_edge)
+        self.scale_sum = ScaleFactor()
+        self.layers = _mlp(emb_size_edge, emb_size_atom, n_hidden, activation)
+
+    def forward(self, h: torch.Tensor, m: torch.Tensor, basis_rad: torch.Tensor,
+                idx_atom: torch.Tensor) -> torch.Tensor:
+        x = _segment_sum(m * self.dense_rbf(basis_rad), idx_atom, h.shape[0])
+        x = self.scale_sum(x)
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+class OutputBlock(AtomUpdateBlock):
+    """Per-atom energy features and per-edge force features of one block.
+
+    ``seq_energy_pre`` is the same ModuleList as ``layers`` (registered twice as in the
+    original, so both names appear in the state dict).
+    """
+
+    def __init__(self, emb_size_atom: int, emb_size_edge: int, emb_size_rbf: int, n_hidden: int,
+                 n_hidden_afteratom: int, activation: str | None = None,
+                 direct_forces: bool = True):
+        super().__init__(emb_size_atom, emb_size_edge, emb_size_rbf, n_hidden, activation)
+        self.direct_forces = direct_forces
+        self.seq_energy_pre = self.layers
+        self.seq_energy2 = (_mlp(emb_size_atom, emb_size_atom, n_hidden_afteratom, activation)
+                            if n_hidden_afteratom >= 1 else None)
+        if direct_forces:
+            self.scale_rbf_F = ScaleFactor()
+            self.seq_forces = _mlp(emb_size_edge, emb_size_edge, n_hidden, activation)
+            self.dense_rbf_F = Dense(emb_size_rbf, emb_size_edge)
+
+    def forward(self, h: torch.Tensor, m: torch.Tensor, basis_rad: torch.Tensor,
+                idx_atom: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        x_e = _segment_sum(m * self.dense_rbf(basis_rad), idx_atom, h.shape[0])
+        x_e = self.scale_sum(x_e)
+        for layer in self.seq_energy_pre:
+            x_e = layer(x_e)
+        if self.seq_energy2 is not None:
+            x_e = (x_e + h) * INV_SQRT_2
+            for layer in self.seq_energy2:
+                x_e = layer(x_e)
+        x_f = None
+        if self.direct_forces:
+            x_f = m
+            for layer in self.seq_forces:
+                x_f = layer(x_f)
+            x_f = self.scale_rbf_F(x_f * self.dense_rbf_F(basis_rad))
+        return x_e, x_f
+
+
+class InteractionBlock(nn.Module):
+    """One GemNet-OC interaction block (edge and atom embedding update)."""
+
+    def __init__(self, c: GemNetOCConfig):
+        super().__init__()
+        act = c.activation
+        self.dense_ca = Dense(c.emb_size_edge, c.emb_size_edge, activation=act)
+        self.trip_interaction = TripletInteraction(
+            c.emb_size_edge, c.emb_size_edge, c.emb_size_trip_in, c.emb_size_trip_out,
+            c.emb_size_rbf, c.emb_size_cbf, symmetric_mp=True, activation=act)
+        self.quad_interaction = QuadrupletInteraction(
+            c.emb_size_edge, c.emb_size_quad_in, c.emb_size_quad_out, c.emb_size_rbf,
+            c.emb_size_cbf, c.emb_size_sbf, activation=act)
+        self.atom_edge_interaction = TripletInteraction(
+            c.emb_size_atom, c.emb_size_edge, c.emb_size_trip_in, c.emb_size_trip_out,
+            c.emb_size_rbf, c.emb_size_cbf, symmetric_mp=True, activation=act)
+        self.edge_atom_interaction = TripletInteraction(
+            c.emb_size_edge, c.emb_size_atom, c.emb_size_trip_in, c.emb_size_trip_out,
+            c.emb_size_rbf, c.emb_size_cbf, symmetric_mp=False, activation=act)
+        self.atom_interaction = PairInteraction(
+            c.emb_size_atom, c.emb_size_aint_in, c.emb_size_aint_out, c.emb_size_rbf,
+            activation=act)
+        self.layers_before_skip = nn.ModuleList(
+            [ResidualLayer(c.emb_size_edge, activation=act) for _ in range(c.num_before_skip)])
+        self.layers_after_skip = nn.ModuleList(
+            [ResidualLayer(c.emb_size_edge, activation=act) for _ in range(c.num_after_skip)])
+        self.atom_emb_layers = nn.ModuleList(
+            [ResidualLayer(c.emb_size_atom, activation=act) for _ in range(c.num_atom_emb_layers)])
+        self.atom_update = AtomUpdateBlock(c.emb_size_atom, c.emb_size_edge, c.emb_size_rbf,
+                                           c.num_atom, activation=act)
+        self.concat_layer = EdgeEmbedding(c.emb_size_atom, c.emb_size_edge, c.emb_size_edge,
+                                          activation=act)
+        self.residual_m = nn.ModuleList(
+            [ResidualLayer(c.emb_size_edge, activation=act) for _ in range(c.num_concat)])
+        # 1/sqrt(number of merged terms): edges (skip, e2e, quad, a2e), atoms (h, e2a, a2a)
+        self.inv_sqrt_num_eint = 1.0 / math.sqrt(4.0)
+        self.inv_sqrt_num_aint = 1.0 / math.sqrt(3.0)
+
+    def forward(self, h: torch.Tensor, m: torch.Tensor, bases: BasesOutput, g
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        num_atoms = h.shape[0]
+        x_ca_skip = self.dense_ca(m)
+        t = g.trip_e2e
+        x_e2e = self.trip_interaction(m, bases.e2e_rad, bases.e2e_cir, t.in_, t.out, t.out_agg,
+                                      id_swap=g.id_swap)
+        x_qint = self.quad_interaction(m, bases, g.quad, g.id_swap)
+        ta = g.trip_a2e
+        x_a2e = self.atom_edge_interaction(h, bases.a2e_rad, bases.a2e_cir, ta.in_, ta.out,
+                                           ta.out_agg, id_swap=g.id_swap,
+                                           expand_idx=g.a2ee2a_edge_index[0])
+        te = g.trip_e2a
+        h_e2a = self.edge_atom_interaction(m, bases.e2a_rad, bases.e2a_cir, te.in_, te.out,
+                                           te.out_agg, idx_agg2=g.a2ee2a_edge_index[1],
+                                           idx_agg2_inner=g.a2ee2a_target_rank,
+                                           agg2_out_size=num_atoms)
+        h_a2a = self.atom_interaction(h, bases.a2a_rad, g.a2a_edge_index, g.a2a_target_rank)
+
+        x = (x_ca_skip + x_e2e + x_qint + x_a2e) * self.inv_sqrt_num_eint
+        h = (h + h_e2a + h_a2a) * self.inv_sqrt_num_aint
+        for layer in self.layers_before_skip:
+            x = layer(x)
+        m = (m + x) * INV_SQRT_2
+        for layer in self.layers_after_skip:
+            m = layer(m)
+        for layer in self.atom_emb_layers:
+            h = layer(h)
+        h = (h + self.atom_update(h, m, bases.atom_update, g.main_edge_index[1])) * INV_SQRT_2
+        m2 = self.concat_layer(h, m, g.main_edge_index)
+        for layer in self.residual_m:
+            m2 = layer(m2)
+        m = (m + m2) * INV_SQRT_2
+        return h, m

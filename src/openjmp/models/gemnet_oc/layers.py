@@ -1,0 +1,200 @@
+"""Basic GemNet-OC layers: activation, bias-free Dense, residual layers, scale factors and the
+"efficient" basis-embedding / bilinear layers that aggregate triplets in dense padded matmuls.
+
+Parameter names follow the original module tree (``linear.weight``, ``dense_mlp.{i}``,
+``bilinear.linear.weight``, ``scale_factor``) so that state dicts load without renaming.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+INV_SQRT_2 = 1.0 / math.sqrt(2.0)
+
+
+class ScaledSiLU(nn.Module):
+    """SiLU(x) / 0.6 (computed as SiLU(x) * (1/0.6), like the original)."""
+
+    scale = 1.0 / 0.6
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.silu(x) * self.scale
+
+
+def make_activation(name: str | None) -> nn.Module:
+    if name is None:
+        return nn.Identity()
+    name = name.lower()
+    if name == "scaled_silu":
+        return ScaledSiLU()
+    if name in ("silu", "swish"):
+        return nn.SiLU()
+    raise ValueError(f"unknown activation {name!r}")
+
+
+@torch.no_grad()
+def he_orthogonal_(weight: torch.Tensor) -> torch.Tensor:
+    """Orthogonal init, rows standardised, variance 1/fan_in (GemNet's initialiser)."""
+    if weight.is_meta:
+        return weight
+    fan_in = weight.shape[-1] if weight.dim() == 2 else int(weight.numel() // weight.shape[0])
+    flat = weight.view(weight.shape[0], -1) if weight.dim() != 2 else weight
+    nn.init.orthogonal_(flat)
+    mean = flat.mean(dim=1, keepdim=True)
+    var = flat.var(dim=1, keepdim=True, unbiased=True)
+    flat.copy_((flat - mean) / torch.sqrt(var + 1e-6) * math.sqrt(1.0 / fan_in))
+    return weight
+
+
+class Dense(nn.Module):
+    """Bias-free linear layer followed by an activation (or identity). Weight (out, in)."""
+
+    def __init__(self, in_features: int, out_features: int, activation: str | None = None,
+                 bias: bool = False):
+        super().__init__()
+        self.linear = nn.Linear(in_features, out_features, bias=bias)
+        he_orthogonal_(self.linear.weight)
+        if bias and not self.linear.bias.is_meta:
+            nn.init.zeros_(self.linear.bias)
+        self.activation = make_activation(activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.activation(self.linear(x))
+
+
+class ResidualLayer(nn.Module):
+    """(x + Dense(Dense(x))) / sqrt(2)."""
+
+    def __init__(self, units: int, n_layers: int = 2, activation: str | None = None):
+        super().__init__()
+        self.dense_mlp = nn.Sequential(
+            *[Dense(units, units, activation=activation) for _ in range(n_layers)]
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x + self.dense_mlp(x)) * INV_SQRT_2
+
+
+class ScaleFactor(nn.Module):
+    """Multiplication by a fitted scalar, stored as the 0-dim float32 buffer ``scale_factor``.
+
+    The value 0 means "not fitted": the module is then the identity (not zero).
+    """
+
+    scale_factor: torch.Tensor
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("scale_factor", torch.tensor(0.0, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.scale_factor
+        return x * torch.where(s == 0, torch.ones_like(s), s).to(x.dtype)
+
+
+class EdgeEmbedding(nn.Module):
+    """Dense([h_source, h_target, m]) with activation -> (E, out)."""
+
+    def __init__(self, atom_features: int, edge_features: int, out_features: int,
+                 activation: str | None = None):
+        super().__init__()
+        self.dense = Dense(2 * atom_features + edge_features, out_features, activation=activation)
+
+    def forward(self, h: torch.Tensor, m: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        return self.dense(torch.cat([h[edge_index[0]], h[edge_index[1]], m], dim=-1))
+
+
+def padded(values: torch.Tensor, outer: torch.Tensor, inner: torch.Tensor, num_outer: int,
+           k_max: int | None = None) -> torch.Tensor:
+    """Scatter rows into a zero-padded dense tensor: out[outer[i], inner[i]] = values[i].
+
+    values (n, *f) -> (num_outer, k_max, *f); k_max defaults to max(inner) + 1.
+    """
+    if k_max is None:
+        k_max = int(inner.max()) + 1 if inner.numel() > 0 else 0
+    out = values.new_zeros((num_outer, k_max) + tuple(values.shape[1:]))
+    out[outer, inner] = values
+    return out
+
+
+class BasisEmbedding(nn.Module):
+    """Projection of a raw radial basis combined with a circular/spherical basis.
+
+    ``weight`` is (num_radial, num_spherical, emb) when ``num_spherical`` is given, but it is
+    used as if its memory were (num_radial, emb, num_spherical) (reshape, not transpose), as in
+    the original. Without ``num_spherical`` it is (emb, num_radial) and used as rbf @ W^T.
+    """
+
+    def __init__(self, num_radial: int, emb_size_interm: int, num_spherical: int | None = None):
+        super().__init__()
+        self.num_radial = num_radial
+        self.num_spherical = num_spherical
+        if num_spherical is None:
+            self.weight = nn.Parameter(torch.empty(emb_size_interm, num_radial))
+        else:
+            self.weight = nn.Parameter(torch.empty(num_radial, num_spherical, emb_size_interm))
+        he_orthogonal_(self.weight)
+
+    def radial(self, rad_basis: torch.Tensor) -> torch.Tensor:
+        """(E, R) -> (E, emb, S) with spherical part, else (E, emb)."""
+        if self.num_spherical is None:
+            return rad_basis @ self.weight.T
+        rad_w = rad_basis @ self.weight.reshape(self.num_radial, -1)
+        return rad_w.reshape(rad_basis.shape[0], -1, self.num_spherical)
+
+    def per_triplet(self, rad_basis: torch.Tensor, sph_basis: torch.Tensor,
+                    idx_sph_outer: torch.Tensor) -> torch.Tensor:
+        """sum_s radial(rad)[outer, :, s] * sph[:, s] -> (T, emb)."""
+        rad_w = self.radial(rad_basis)[idx_sph_outer]
+        return (rad_w @ sph_basis.unsqueeze(-1)).squeeze(-1)
+
+    def padded_atoms(self, rad_basis: torch.Tensor, idx_rad_outer: torch.Tensor,
+                     idx_rad_inner: torch.Tensor, num_atoms: int) -> torch.Tensor:
+        """Radial part padded per atom: (N, emb, K*S) (or (N, emb, K) without spherical part)."""
+        rad_w = self.radial(rad_basis)
+        k_max = int(idx_rad_inner.max()) + 1 if idx_rad_inner.numel() > 0 else 0
+        pad = padded(rad_w, idx_rad_outer, idx_rad_inner, num_atoms, k_max)
+        # (N, K, emb, [S]) -> (N, emb, K, [S]) -> (N, emb, K*[S])
+        pad = pad.transpose(1, 2)
+        return pad.reshape(num_atoms, rad_w.shape[1], -1)
+
+
+def padded_basis(sph_basis: torch.Tensor, idx_sph_outer: torch.Tensor,
+                 idx_sph_inner: torch.Tensor, num_edges: int) -> torch.Tensor:
+    """Circular/spherical basis as a zero-padded (E, S, Kmax) matrix per output edge."""
+    return padded(sph_basis, idx_sph_outer, idx_sph_inner, num_edges).transpose(1, 2)
+
+
+class EfficientInteractionBilinear(nn.Module):
+    """Bilinear layer fused with the sum over the triplets/quadruplets of each output edge.
+
+    out[e] = W · vec( rad_W[e] @ (sph[e] @ M_e) ), where M_e (Kmax, in) holds the messages of
+    edge e's triplets (zero padded), sph[e] is (S, Kmax), rad_W[e] is (interm, S); the
+    flattened (interm, in) matrix uses index i * in + j; ``bilinear.linear.weight`` is
+    (out, interm * in). With ``idx_agg2_*`` the per-edge (S, in) products are further summed
+    onto atoms through a padded (N, K2 * S, in) matrix (rad_W is then (N, interm, K2 * S)).
+    """
+
+    def __init__(self, emb_size_in: int, emb_size_interm: int, emb_size_out: int):
+        super().__init__()
+        self.emb_size_in = emb_size_in
+        self.emb_size_interm = emb_size_interm
+        self.emb_size_out = emb_size_out
+        self.bilinear = Dense(emb_size_in * emb_size_interm, emb_size_out, activation=None)
+
+    def forward(self, rad_w: torch.Tensor, sph: torch.Tensor, m: torch.Tensor,
+                idx_agg_outer: torch.Tensor, idx_agg_inner: torch.Tensor,
+                idx_agg2_outer: torch.Tensor | None = None,
+                idx_agg2_inner: torch.Tensor | None = None,
+                agg2_out_size: int | None = None) -> torch.Tensor:
+        num_edges = sph.shape[0]
+        m_pad = padded(m, idx_agg_outer, idx_agg_inner, num_edges, sph.shape[2])
+        sph_m = torch.matmul(sph, m_pad)  # (E, S, in)
+        if idx_agg2_outer is not None:
+            sph_m = padded(sph_m, idx_agg2_outer, idx_agg2_inner, agg2_out_size)
+            sph_m = sph_m.reshape(agg2_out_size, -1, sph_m.shape[-1])  # (N, K2*S, in)
+        rad_sph_m = torch.matmul(rad_w, sph_m)  # (E or N, interm, in)
+        return self.bilinear(rad_sph_m.reshape(rad_sph_m.shape[0], -1))
