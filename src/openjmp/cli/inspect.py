@@ -8,6 +8,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from openjmp.data.readers.ase import iter_ase_records  # noqa: F401  (moved there; re-exported)
+
 
 def register(subparsers, verb: str, help_text: str) -> None:
     p = subparsers.add_parser(verb, help=help_text, description=__doc__)
@@ -15,18 +17,6 @@ def register(subparsers, verb: str, help_text: str) -> None:
     p.add_argument("--format", default=None, help="ASE format name (detected when omitted)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run)
-
-
-def iter_ase_records(path: Path, fmt: str | None = None):
-    """Yield `AtomsRecord`s from any file ``ase.io`` reads, with source ids ``file#index``."""
-    import ase.io
-
-    from openjmp.data.record import AtomsRecord
-
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
-    for index, atoms in enumerate(ase.io.iread(str(path), index=":", format=fmt)):
-        yield AtomsRecord.from_atoms(atoms, source=f"{path.name}#{index}")
 
 
 def run(args) -> int:

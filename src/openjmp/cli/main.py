@@ -15,6 +15,8 @@ import sys
 VERBS: dict[str, tuple[str, str]] = {
     "inspect": ("openjmp.cli.inspect", "summarise a structure file that ASE reads"),
     "demo": ("openjmp.cli.demo", "run the main job on the embedded default"),
+    "check-reference": ("openjmp.cli.check_reference", "compare GemNet-OC with a reference fixture"),
+    "data": ("openjmp.cli.data", "convert, inspect or generate datasets (data convert|inspect|generate)"),
 }
 
 

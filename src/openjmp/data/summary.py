@@ -65,9 +65,15 @@ class RecordSummary:
     targets: dict[str, RunningStats] = field(default_factory=dict)
     periodic: int = 0
     datasets: Counter = field(default_factory=Counter)
+    #: split name -> records (records without a split are not counted)
+    splits: Counter = field(default_factory=Counter)
+    #: reason -> records a reader left out (filled by the caller from ``reader.skipped``)
+    skipped: Counter = field(default_factory=Counter)
 
-    def update(self, record: AtomsRecord) -> None:
+    def update(self, record: AtomsRecord, split: str | None = None) -> None:
         self.records += 1
+        if split is not None:
+            self.splits[split] += 1
         self.atoms += record.natoms
         self.periodic += int(record.is_periodic)
         self.datasets[record.dataset] += 1
@@ -92,6 +98,8 @@ class RecordSummary:
             "forces": self.forces.as_dict(with_abs_sum=True),
             "targets": {k: v.as_dict() for k, v in sorted(self.targets.items())},
             "datasets": dict(self.datasets),
+            "splits": dict(sorted(self.splits.items())),
+            "skipped": dict(sorted(self.skipped.items())),
         }
 
 

@@ -1,0 +1,41 @@
+"""Reading ``.npz`` arrays without pickle, with errors that name the file and key."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from openjmp.data.readers.base import DataFormatError
+
+
+def open_npz(path: Path):
+    try:
+        return np.load(path, allow_pickle=False)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise DataFormatError(
+            f"{path}: cannot open as .npz (truncated or not npz?): {exc}"
+        ) from exc
+
+
+def npz_array(npz, key: str, path: Path) -> np.ndarray:
+    if key not in npz.files:
+        raise DataFormatError(f"{path}: missing key {key!r} (keys: {sorted(npz.files)})")
+    try:
+        return npz[key]
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise DataFormatError(
+            f"{path}: cannot read {key!r} (truncated file or pickled object?): {exc}"
+        ) from exc
+
+
+def npz_string(npz, key: str) -> str | None:
+    """A string scalar, or None when absent or stored as a pickled object (not read)."""
+    if key not in npz.files:
+        return None
+    try:
+        value = npz[key]
+    except ValueError:
+        return None
+    return str(value.reshape(-1)[0]) if value.size else None
