@@ -14,7 +14,7 @@ def open_lmdb(path: Path, *, readahead: bool = True):
     if path.is_dir():
         raise DataFormatError(f"{path}: is a folder, expected a single-file LMDB")
     try:
-        return lmdb.open(
+        env = lmdb.open(
             str(path),
             subdir=False,
             readonly=True,
@@ -24,9 +24,17 @@ def open_lmdb(path: Path, *, readahead: bool = True):
             max_readers=512,
         )
     except lmdb.Error as exc:
+        raise DataFormatError(f"{path}: cannot open as LMDB (truncated or not LMDB?): {exc}") from exc
+    # A truncated file still opens (its meta pages are at the start), but touching a page past
+    # the end of the memory map kills the process with SIGBUS: check the size up front.
+    needed = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+    size = path.stat().st_size
+    if size < needed:
+        env.close()
         raise DataFormatError(
-            f"{path}: cannot open as LMDB (truncated or not LMDB?): {exc}"
-        ) from exc
+            f"{path}: cannot open as LMDB: file is truncated ({size} bytes, its pages need {needed})"
+        )
+    return env
 
 
 def lmdb_files(path: Path) -> list[Path]:
