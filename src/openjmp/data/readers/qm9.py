@@ -77,8 +77,9 @@ def read_uncharacterized(path: Path) -> set[int]:
     indices = set()
     for line in path.read_text().splitlines():
         tokens = line.split()
-        # data lines: index, gdb id, then numbers; header/footer lines are text
-        if len(tokens) >= 2 and tokens[0].isdigit() and tokens[1].lstrip("-").isdigit():
+        # data lines start with the 1-based molecule index followed by more columns;
+        # header and footer lines are text
+        if len(tokens) >= 2 and tokens[0].isdigit():
             indices.add(int(tokens[0]))
     if not indices:
         raise DataFormatError(f"{path}: no molecule indices found")
