@@ -131,7 +131,9 @@ class BasesOutput:
     output: torch.Tensor  # (E, emb_rbf)
     qint_rad: torch.Tensor  # (E, emb_rbf)
     qint_cir: torch.Tensor  # (T_qin, emb_cbf)
-    qint_sph: tuple[torch.Tensor, torch.Tensor]  # (E, emb_sbf, S^2), (E, S^2, Kq)
+    # (E, emb_sbf, S^2) radial part; Y_l(cos angle_cab) per output triplet (T_out, S);
+    # Y_k(cos dihedral) per quadruplet (Q, S): the legendre_outer basis in factorised form
+    qint_sph: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
     e2e_rad: torch.Tensor  # (E, emb_rbf)
     e2e_cir: tuple[torch.Tensor, torch.Tensor]  # (E, emb_cbf, S), (E, S, K)
     a2e_rad: torch.Tensor  # (E_ae, emb_rbf)
@@ -202,8 +204,11 @@ class Bases(nn.Module):
         cross_ca = torch.linalg.cross(v_ca, v_ba_out, dim=-1)[q.trip_out_to_quad]
         theta = dihedral_angle(cross_ca, cross_db)
         rad_cqint, cir_qint = self.cbf_basis_qint(g.qint_distance, cos_abd)
-        rad_sqint, sph_qint = self.sbf_basis_qint(g.main_distance, cos_cab[q.trip_out_to_quad],
-                                                  theta)
+        # legendre_outer = Y_l(cos_cab) Y_k(cos theta): kept factorised (outer product never
+        # materialised per quadruplet; see interaction.quadruplet_aggregate)
+        rad_sqint = self.sbf_basis_qint.radial_basis(g.main_distance)
+        y_cab = legendre_harmonics(cos_cab, self.sbf_basis_qint.num_spherical)
+        y_theta = legendre_harmonics(torch.cos(theta), self.sbf_basis_qint.num_spherical)
 
         # atom-to-edge
         ta = g.trip_a2e
@@ -226,8 +231,7 @@ class Bases(nn.Module):
             output=self.mlp_rbf_out(rbf_main),
             qint_rad=self.mlp_rbf_qint(rbf_main),
             qint_cir=self.mlp_cbf_qint.per_triplet(rad_cqint, cir_qint, q.triplet_in.out),
-            qint_sph=(self.mlp_sbf_qint.radial(rad_sqint),
-                      padded_basis(sph_qint, q.out, q.out_agg, num_main)),
+            qint_sph=(self.mlp_sbf_qint.radial(rad_sqint), y_cab, y_theta),
             e2e_rad=self.mlp_rbf_tint(rbf_main),
             e2e_cir=(self.mlp_cbf_tint.radial(rad_tint),
                      padded_basis(cir_tint, t.out, t.out_agg, num_main)),

@@ -118,6 +118,12 @@ class QuadrupletIndex:
     out_agg: torch.Tensor
     trip_in_to_quad: torch.Tensor
     trip_out_to_quad: torch.Tensor
+    # for the factorised quadruplet aggregation (see interaction.quadruplet_aggregate)
+    num_qint: int = 0
+    num_main: int = 0
+    tin_rank: torch.Tensor | None = None  # rank of each input triplet within its qint edge
+    tout_rank_qint: torch.Tensor | None = None  # rank of each output triplet within its qint edge
+    tout_rank_main: torch.Tensor | None = None  # rank of each output triplet within its main edge
 
 
 def quadruplets(main_edge_index: torch.Tensor, main_offset: torch.Tensor,
@@ -148,6 +154,11 @@ def quadruplets(main_edge_index: torch.Tensor, main_offset: torch.Tensor,
         out_agg=inner_index(quad_out, num_main),
         trip_in_to_quad=trip_in_to_quad[keep],
         trip_out_to_quad=trip_out_to_quad[keep],
+        num_qint=num_qint,
+        num_main=num_main,
+        tin_rank=inner_index(trip_in.out, num_qint),
+        tout_rank_qint=inner_index(trip_out.in_, num_qint),
+        tout_rank_main=inner_index(trip_out.out, num_main),
     )
 
 

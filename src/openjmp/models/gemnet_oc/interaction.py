@@ -96,10 +96,49 @@ class QuadrupletInteraction(nn.Module):
         x_db = self.scale_rbf(x_db * self.mlp_rbf(bases.qint_rad))
         x_db = self.down_projection(x_db)[quad.triplet_in.in_]  # (T_in, quad_in)
         x_db = self.scale_cbf(x_db * self.mlp_cbf(bases.qint_cir))
-        x_db = x_db[quad.trip_in_to_quad]  # (Q, quad_in)
-        x = self.mlp_sbf(bases.qint_sph[0], bases.qint_sph[1], x_db, quad.out, quad.out_agg)
+        rad_w, y_cab, y_theta = bases.qint_sph
+        sph_m = quadruplet_aggregate(y_cab, y_theta, x_db, quad)  # (E, S^2, quad_in)
+        x = torch.matmul(rad_w, sph_m)  # (E, emb_sbf, quad_in)
+        x = self.mlp_sbf.bilinear(x.reshape(x.shape[0], -1))
         x = self.scale_sbf_sum(x)
         return (self.up_projection_ca(x) + self.up_projection_ac(x)[id_swap]) * INV_SQRT_2
+
+
+def quadruplet_aggregate(y_cab: torch.Tensor, y_theta: torch.Tensor, x_in: torch.Tensor,
+                         quad) -> torch.Tensor:
+    """sum over the quadruplets q of each main edge of (Y_l(cab_q) Y_k(theta_q)) x[q].
+
+    Same value as the original (legendre_outer basis padded per edge, times the messages
+    gathered per quadruplet), but factorised: a quadruplet is (output triplet t = (c->a, b->a),
+    input triplet i = (d->b, b->a)); Y_l depends only on t, the message only on i. So
+    1. per qint edge b->a: Z[t] = sum_i Y_k(theta_(t,i)) x[i]  — one (K_t*S, K_i) @ (K_i, in)
+       matmul per qint edge (excluded c == d quadruplets are zeros in the padded basis);
+    2. per main edge c->a: out[l, k] = sum_t Y_l(cab_t) Z[t, k]  — (S, K_o) @ (K_o, S*in).
+    Returns (E, S*S, in) with index l*S + k, as the original's sph @ m.
+
+    y_cab (T_out, S); y_theta (Q, S); x_in (T_in, in) messages of the input triplets.
+    """
+    s = y_cab.shape[1]
+    n_in = x_in.shape[1]
+    t_out = quad.triplet_out
+    num_qint, num_main = quad.num_qint, quad.num_main
+    k_i = int(quad.tin_rank.max()) + 1 if quad.tin_rank.numel() else 0
+    k_t = int(quad.tout_rank_qint.max()) + 1 if quad.tout_rank_qint.numel() else 0
+    k_o = int(quad.tout_rank_main.max()) + 1 if quad.tout_rank_main.numel() else 0
+    # stage 1, per qint edge
+    x_pad = padded(x_in, quad.triplet_in.out, quad.tin_rank, num_qint, k_i)  # (Eq, Ki, in)
+    t = quad.trip_out_to_quad
+    qedge = t_out.in_[t]
+    y_pad = y_theta.new_zeros((num_qint, k_t, s, k_i))
+    y_pad[qedge, quad.tout_rank_qint[t], :, quad.tin_rank[quad.trip_in_to_quad]] = y_theta
+    y_pad = y_pad.reshape(num_qint, k_t * s, k_i)
+    z = torch.matmul(y_pad, x_pad).reshape(num_qint, k_t, s * n_in)
+    z_t = z[t_out.in_, quad.tout_rank_qint]  # (T_out, S*in)
+    # stage 2, per main edge
+    z_pad = padded(z_t, t_out.out, quad.tout_rank_main, num_main, k_o)  # (E, Ko, S*in)
+    yl_pad = padded(y_cab, t_out.out, quad.tout_rank_main, num_main, k_o)  # (E, Ko, S)
+    out = torch.matmul(yl_pad.transpose(1, 2), z_pad)  # (E, S, S*in)
+    return out.reshape(num_main, s * s, n_in)
 
 
 class PairInteraction(nn.Module):
