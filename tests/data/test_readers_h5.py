@@ -20,7 +20,10 @@ def _molecule(n_atoms: int, n_conf: int) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- ANI-1x
 def write_ani1x(path, nan_energy_rows=(1,), nan_force_rows=(2,)):
-    groups = {"C2H6": np.array([6, 6, 1, 1, 1, 1, 1, 1], np.uint8), "H2O": np.array([8, 1, 1], np.uint8)}
+    groups = {
+        "C2H6": np.array([6, 6, 1, 1, 1, 1, 1, 1], np.uint8),
+        "H2O": np.array([8, 1, 1], np.uint8),
+    }
     truth = {}
     with h5py.File(path, "w") as f:
         for name, z in groups.items():
@@ -58,7 +61,9 @@ def test_ani1x_units_sources_and_nan_rows_skipped(tmp_path):
     np.testing.assert_array_equal(rec.atomic_numbers, z)
     np.testing.assert_array_equal(rec.positions, pos[3].astype(np.float64))  # Å, no conversion
     assert rec.energy == e[3] * HARTREE_TO_EV  # Hartree → eV exactly once
-    np.testing.assert_array_equal(rec.forces, fr[3].astype(np.float64) * HARTREE_TO_EV)  # Ha/Å → eV/Å
+    np.testing.assert_array_equal(
+        rec.forces, fr[3].astype(np.float64) * HARTREE_TO_EV
+    )  # Ha/Å → eV/Å
     assert "ani1x-release.h5:C2H6/1" not in by_source and "ani1x-release.h5:C2H6/2" not in by_source
 
 
@@ -86,7 +91,10 @@ def test_ani1x_bad_shape_and_missing_key(tmp_path):
         h["atomic_numbers"] = np.array([1, 1], np.uint8)
         h["coordinates"] = _molecule(2, 2).astype(np.float32)
         h["wb97x_dz.energy"] = np.zeros(2)  # no forces dataset
-    with pytest.raises(DataFormatError, match=r"bad.h5:CH4: coordinates has shape \(3, 5, 3\), expected \(4, 5, 3\)"):
+    with pytest.raises(
+        DataFormatError,
+        match=r"bad.h5:CH4: coordinates has shape \(3, 5, 3\), expected \(4, 5, 3\)",
+    ):
         list(read(path, "ani1x"))
     reader = read(path, "ani1x", skip_bad=True)
     assert list(reader) == []
@@ -138,7 +146,14 @@ def write_t1x(path, formulas: dict[str, str | None]):
 
 def test_transition1x_splits_by_formula_no_double_counting(tmp_path):
     path = tmp_path / "transition1x-release.h5"
-    formulas = {TEST_FORMULAS[0]: "test", TEST_FORMULAS[5]: "test", VAL_FORMULAS[2]: "val", "C4H6O": "train", "C5H8": "train", "CH4O": None}
+    formulas = {
+        TEST_FORMULAS[0]: "test",
+        TEST_FORMULAS[5]: "test",
+        VAL_FORMULAS[2]: "val",
+        "C4H6O": "train",
+        "C5H8": "train",
+        "CH4O": None,
+    }
     write_t1x(path, formulas)
     assert detect_format(path) == "transition1x"
     items = list(read(path))
@@ -170,7 +185,9 @@ def test_transition1x_missing_key(tmp_path):
     write_t1x(path, {"C2H4": "train"})
     with h5py.File(path, "a") as f:
         del f["data/C2H4/rxn0001"][FORCES]
-    with pytest.raises(DataFormatError, match=r"t1x.h5:C2H4/rxn0001: missing key 'wB97x_6-31G\(d\).forces'"):
+    with pytest.raises(
+        DataFormatError, match=r"t1x.h5:C2H4/rxn0001: missing key 'wB97x_6-31G\(d\).forces'"
+    ):
         list(read(path, "transition1x"))
     reader = read(path, "transition1x", skip_bad=True)
     assert len(list(reader)) == 3 and reader.skipped == {"bad_group": 1}
@@ -241,5 +258,7 @@ def test_spice_subset_selection_and_jmp_split(tmp_path):
 def test_spice_refuses_angstrom_positions(tmp_path):
     path = tmp_path / "spice.h5"
     write_spice(path, units_attr="angstrom")
-    with pytest.raises(DataFormatError, match="conformations has units 'angstrom', expected 'bohr'"):
+    with pytest.raises(
+        DataFormatError, match="conformations has units 'angstrom', expected 'bohr'"
+    ):
         list(read(path, "spice"))

@@ -21,19 +21,43 @@ def structure_dict(symbols, a=4.0, charge_suffix=False, occu=1.0):
         abc = [(k + 0.5) / len(symbols), 0.25 + 0.1 * k, 0.5]
         xyz = (np.array(abc) @ np.array(matrix)).tolist()
         name = el + ("2-" if charge_suffix and el == "O" else "")
-        sites.append({"species": [{"element": name, "occu": occu}], "abc": abc, "xyz": xyz, "label": el, "properties": {}})
+        sites.append(
+            {
+                "species": [{"element": name, "occu": occu}],
+                "abc": abc,
+                "xyz": xyz,
+                "label": el,
+                "properties": {},
+            }
+        )
     return {
         "@module": "pymatgen.core.structure",
         "@class": "Structure",
         "charge": 0,
-        "lattice": {"matrix": matrix, "pbc": [True, True, True], "a": a, "b": a, "c": a, "alpha": 90, "beta": 90, "gamma": 90, "volume": a**3},
+        "lattice": {
+            "matrix": matrix,
+            "pbc": [True, True, True],
+            "a": a,
+            "b": a,
+            "c": a,
+            "alpha": 90,
+            "beta": 90,
+            "gamma": 90,
+            "volume": a**3,
+        },
         "sites": sites,
     }
 
 
 def write_matbench(tmp_path, n=23, task="jdft2d", column="exfoliation_en", gz=True, rows=None):
     # the target column comes first, as in some matbench files (look up by name, not position)
-    data = rows or [[float(RNG.normal(100, 30)), structure_dict(["Mo", "S", "S"] if i % 2 else ["Ga", "O"], charge_suffix=True)] for i in range(n)]
+    data = rows or [
+        [
+            float(RNG.normal(100, 30)),
+            structure_dict(["Mo", "S", "S"] if i % 2 else ["Ga", "O"], charge_suffix=True),
+        ]
+        for i in range(n)
+    ]
     table = {"index": list(range(len(data))), "columns": [column, "structure"], "data": data}
     path = tmp_path / (f"matbench_{task}.json" + (".gz" if gz else ""))
     if gz:
@@ -76,7 +100,9 @@ def test_matbench_records_folds_and_units(tmp_path):
     assert items[0].record.atomic_numbers.tolist() == [31, 8]  # "O2-" species → O
     kf = KFold(n_splits=5, shuffle=True, random_state=18012019)
     for k, (_, test) in enumerate(kf.split(np.zeros(23))):
-        assert sorted(i for i, (s, _) in enumerate(items) if s == f"fold{k}") == sorted(test.tolist())
+        assert sorted(i for i, (s, _) in enumerate(items) if s == f"fold{k}") == sorted(
+            test.tolist()
+        )
     fold2 = [s for s, _ in read(path, fold=2)]
     test2 = list(kf.split(np.zeros(23)))[2][1]
     assert sorted(i for i, s in enumerate(fold2) if s == "test") == sorted(test2.tolist())
@@ -96,7 +122,9 @@ def test_matbench_bad_inputs(tmp_path):
     with pytest.raises(DataFormatError, match="mb-jdft2d-4: site 0 is disordered"):
         list(read(path))
     comp = tmp_path / "matbench_expt_gap.json"
-    comp.write_text(json.dumps({"index": [0], "columns": ["composition", "gap expt"], "data": [["Fe2O3", 2.0]]}))
+    comp.write_text(
+        json.dumps({"index": [0], "columns": ["composition", "gap expt"], "data": [["Fe2O3", 2.0]]})
+    )
     with pytest.raises(DataFormatError, match="no 'structure' column"):
         list(read(comp))
     trunc = tmp_path / "matbench_phonons.json.gz"
@@ -111,7 +139,14 @@ def write_qmof(folder, n=12, drop_structure_for=None):
     entries, structures = [], []
     for i in range(n):
         qid = f"qmof-{i:06x}"
-        entries.append({"qmof_id": qid, "name": f"MOF{i}", "info": {"natoms": 3}, "outputs": {"pbe": {"bandgap": 1.0 + i / 10, "energy_total": -20.0 - i}}})
+        entries.append(
+            {
+                "qmof_id": qid,
+                "name": f"MOF{i}",
+                "info": {"natoms": 3},
+                "outputs": {"pbe": {"bandgap": 1.0 + i / 10, "energy_total": -20.0 - i}},
+            }
+        )
         st = structure_dict(["Zn", "O", "C"])
         st["sites"][0]["label"] = "Zn1"  # labels are not always bare symbols
         if qid != drop_structure_for:

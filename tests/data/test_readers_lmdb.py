@@ -24,7 +24,12 @@ RNG = np.random.default_rng(1)
 def fake_pyg():
     """Install stand-in ``torch_geometric.data`` modules so that pickles name the real class
     paths (``torch_geometric.data.data.Data``), then remove them before anything is read."""
-    names = ["torch_geometric", "torch_geometric.data", "torch_geometric.data.data", "torch_geometric.data.storage"]
+    names = [
+        "torch_geometric",
+        "torch_geometric.data",
+        "torch_geometric.data.data",
+        "torch_geometric.data.storage",
+    ]
     saved = {n: sys.modules.get(n) for n in names}
     mods = {n: types.ModuleType(n) for n in names}
 
@@ -44,7 +49,10 @@ def fake_pyg():
             store._parent_obj = self
             self.__dict__["_store"] = store
 
-    for cls, mod, name in ((Data1, "torch_geometric.data.data", "Data"), (GlobalStorage, "torch_geometric.data.storage", "GlobalStorage")):
+    for cls, mod, name in (
+        (Data1, "torch_geometric.data.data", "Data"),
+        (GlobalStorage, "torch_geometric.data.storage", "GlobalStorage"),
+    ):
         cls.__module__, cls.__qualname__, cls.__name__ = mod, name, name
         setattr(mods[mod], name, cls)
     sys.modules.update(mods)
@@ -53,7 +61,11 @@ def fake_pyg():
         if version == 1:
             return pickle.dumps(Data1(**attrs), protocol=-1)
         mods["torch_geometric.data.data"].Data = Data2
-        Data2.__module__, Data2.__qualname__, Data2.__name__ = "torch_geometric.data.data", "Data", "Data"
+        Data2.__module__, Data2.__qualname__, Data2.__name__ = (
+            "torch_geometric.data.data",
+            "Data",
+            "Data",
+        )
         try:
             return pickle.dumps(Data2(**attrs), protocol=-1)
         finally:
@@ -136,7 +148,9 @@ def test_oc20_both_generations_and_pyg_layouts(tmp_path, fake_pyg):
     assert r0.source == "data.0000.lmdb:0/random10/frame0" and r0.dataset == "oc20"
     np.testing.assert_array_equal(r0.positions, old[0]["pos"].numpy().astype(np.float64))
     np.testing.assert_array_equal(r0.cell, old[0]["cell"].numpy()[0].astype(np.float64))
-    np.testing.assert_array_equal(r0.atomic_numbers, old[0]["atomic_numbers"].numpy().astype(np.int64))
+    np.testing.assert_array_equal(
+        r0.atomic_numbers, old[0]["atomic_numbers"].numpy().astype(np.int64)
+    )
     assert r0.energy == old[0]["y"]
     np.testing.assert_array_equal(r0.forces, old[0]["force"].numpy().astype(np.float64))
     assert r0.fixed.tolist() == [True, True, False, False, False, False]
@@ -169,7 +183,15 @@ def test_oc22_total_energy_and_oc20_reference(tmp_path, fake_pyg):
 
 def test_is2re_targets(tmp_path, fake_pyg):
     pos, cell = _slab()
-    attrs = dict(pos=torch.tensor(pos), cell=torch.tensor(cell[None]), atomic_numbers=torch.tensor([1.0, 6, 8, 29, 29, 29]), natoms=6, y_init=1.5, y_relaxed=-0.75, sid=3)
+    attrs = dict(
+        pos=torch.tensor(pos),
+        cell=torch.tensor(cell[None]),
+        atomic_numbers=torch.tensor([1.0, 6, 8, 29, 29, 29]),
+        natoms=6,
+        y_init=1.5,
+        y_relaxed=-0.75,
+        sid=3,
+    )
     write_lmdb(tmp_path / "data.lmdb", [fake_pyg(2, **attrs)])
     (rec,) = [r for _, r in read(tmp_path / "data.lmdb", "oc20-lmdb")]
     assert rec.energy is None and rec.targets == {"y_init": 1.5, "y_relaxed": -0.75}
@@ -188,7 +210,10 @@ def test_pickle_outside_allow_list_is_refused_and_never_runs(tmp_path, fake_pyg)
     good = fake_pyg(1, **oc20_old(fake_pyg, 1, 0))
     evil = pickle.dumps({"pos": _Evil(marker)}, protocol=-1)
     write_lmdb(tmp_path / "data.0000.lmdb", [good, evil])
-    with pytest.raises(DataFormatError, match=r"data.0000.lmdb:1: .*refusing to unpickle global (posix|os|nt)\.system"):
+    with pytest.raises(
+        DataFormatError,
+        match=r"data.0000.lmdb:1: .*refusing to unpickle global (posix|os|nt)\.system",
+    ):
         list(read(tmp_path, "oc20-lmdb"))
     assert not marker.exists()
     reader = read(tmp_path, "oc20-lmdb", skip_bad=True)
@@ -231,7 +256,10 @@ def _atoms_list():
         atoms = Atoms(numbers=[29, 29, 8, 1], positions=pos, cell=cell, pbc=True, tags=[0, 1, 2, 2])
         atoms.set_constraint(FixAtoms(indices=[0]))
         atoms.calc = SinglePointCalculator(
-            atoms, energy=-10.0 - i, forces=RNG.normal(size=(4, 3)), stress=RNG.normal(size=6) * 0.01
+            atoms,
+            energy=-10.0 - i,
+            forces=RNG.normal(size=(4, 3)),
+            stress=RNG.normal(size=6) * 0.01,
         )
         out.append(atoms)
     return out

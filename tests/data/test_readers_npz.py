@@ -79,7 +79,10 @@ def test_rmd17_bad_shapes_missing_key_nan(tmp_path):
     bad = dict(a)
     bad["forces"] = a["forces"][:, :5]
     np.savez(path, **bad)
-    with pytest.raises(DataFormatError, match=r"rmd17_ethanol.npz: forces has shape \(10, 5, 3\), expected \(10, 9, 3\)"):
+    with pytest.raises(
+        DataFormatError,
+        match=r"rmd17_ethanol.npz: forces has shape \(10, 5, 3\), expected \(10, 9, 3\)",
+    ):
         list(read(path))
     del bad["forces"]
     np.savez(path, **bad)

@@ -94,8 +94,13 @@ def test_qm9_properties_units_and_uncharacterized(tmp_path, kind):
     unc.write_text(UNCHARACTERIZED)
     reader = read(src, uncharacterized=str(unc))
     items = list(reader)
-    assert reader.skipped == {"uncharacterized": 1}  # molecule 2 is listed (7 is not in the archive)
-    assert [r.source.split(":")[1] for _, r in items] == ["dsgdb9nsd_000001.xyz", "dsgdb9nsd_000003.xyz"]
+    assert reader.skipped == {
+        "uncharacterized": 1
+    }  # molecule 2 is listed (7 is not in the archive)
+    assert [r.source.split(":")[1] for _, r in items] == [
+        "dsgdb9nsd_000001.xyz",
+        "dsgdb9nsd_000003.xyz",
+    ]
     methane = items[0].record
     assert methane.atomic_numbers.tolist() == [6, 1, 1, 1, 1]
     assert methane.positions[2, 2] == 2.5e-6  # the `*^` exponent was read, in Å
@@ -118,7 +123,9 @@ def test_qm9_properties_units_and_uncharacterized(tmp_path, kind):
 
 def test_qm9_unknown_element_and_truncated_archive(tmp_path):
     folder = write_folder(tmp_path, {**FILES, "dsgdb9nsd_000004.xyz": BAD_SYMBOL})
-    with pytest.raises(DataFormatError, match=r"dsgdb9nsd_000004.xyz: atom 1: unknown element symbol 'Xx'"):
+    with pytest.raises(
+        DataFormatError, match=r"dsgdb9nsd_000004.xyz: atom 1: unknown element symbol 'Xx'"
+    ):
         list(read(folder, "qm9"))
     reader = read(folder, "qm9", skip_bad=True)
     assert len(list(reader)) == 3 and reader.skipped == {"bad_record": 1}
@@ -137,7 +144,13 @@ def test_qm9_pyg_v3(tmp_path):
             "z": torch.tensor([6, 1, 1, 1, 1]),
             "x": torch.zeros(5, 11),
             "pos": torch.tensor(
-                [[0.0, 0, 0], [0.63, 0.63, 0.63], [-0.63, -0.63, 0.63], [-0.63, 0.63, -0.63], [0.63, -0.63, -0.63]]
+                [
+                    [0.0, 0, 0],
+                    [0.63, 0.63, 0.63],
+                    [-0.63, -0.63, 0.63],
+                    [-0.63, 0.63, -0.63],
+                    [0.63, -0.63, -0.63],
+                ]
             ),
             "edge_index": torch.zeros(2, 0, dtype=torch.long),
             "edge_attr": torch.zeros(0, 4),

@@ -18,7 +18,7 @@ from openjmp.data.generate.common import Result, SkipStructure, item_rng
 from openjmp.data.generate.writers import pymatgen_structure_dict, write_matbench
 
 NAME = "mini-matbench"
-SIZES = {"tiny": 3, "small": 450, "medium": 6000}
+SIZES = {"tiny": 6, "small": 450, "medium": 6000}
 #: lattice -> (ASE crystal structure, cubic cell?, allowed supercell repetitions)
 LATTICES: dict[str, tuple[str, bool, tuple[tuple[int, int, int], ...]]] = {
     "fcc-prim": ("fcc", False, ((1, 1, 1), (2, 1, 1), (2, 2, 1), (2, 2, 2))),
@@ -141,8 +141,10 @@ def eos(atoms: Atoms) -> tuple[float, float, float]:
 def work(item: dict[str, Any], rng: np.random.Generator) -> Result:
     from ase.optimize import BFGS
 
+    from ase.symbols import symbols2numbers
+
+    check_emt_elements(np.array(symbols2numbers(item["elements"])), f"crystal {item['id']}")
     atoms = build(item, rng)
-    check_emt_elements(atoms.numbers, f"crystal {item['id']}")
     v0, _, b = eos(atoms)
     if not b > 0:
         raise SkipStructure(f"eos-fit: non-positive bulk modulus {b}")

@@ -120,6 +120,12 @@ def build_system(item: dict[str, Any], rng: np.random.Generator) -> Atoms:
 def work(item: dict[str, Any], rng: np.random.Generator) -> Result:
     from ase.optimize import BFGS
 
+    from ase.symbols import symbols2numbers
+
+    # before building: ase.build cannot even guess a lattice constant for some elements
+    wanted = symbols2numbers([item["metal"]] + ([item["alloy"]] if item["alloy"] else []))
+    wanted += list(Atoms(ADSORBATES[item["adsorbate"]][0]).numbers)
+    check_emt_elements(np.array(wanted), f"system {item['sid']}")
     atoms = build_system(item, rng)
     check_emt_elements(atoms.numbers, f"system {item['sid']}")
     atoms.calc = emt_calculator()

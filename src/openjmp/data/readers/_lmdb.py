@@ -24,7 +24,9 @@ def open_lmdb(path: Path, *, readahead: bool = True):
             max_readers=512,
         )
     except lmdb.Error as exc:
-        raise DataFormatError(f"{path}: cannot open as LMDB (truncated or not LMDB?): {exc}") from exc
+        raise DataFormatError(
+            f"{path}: cannot open as LMDB (truncated or not LMDB?): {exc}"
+        ) from exc
     # A truncated file still opens (its meta pages are at the start), but touching a page past
     # the end of the memory map kills the process with SIGBUS: check the size up front.
     needed = (env.info()["last_pgno"] + 1) * env.stat()["psize"]

@@ -73,6 +73,28 @@ class StoreMetadata:
         return out
 
 
+#: read-only LMDB environments of this process, keyed by (pid, device, inode): py-lmdb refuses
+#: to open one file twice per process, and several datasets (train/val) may share shards.
+_ENVS: dict[tuple[int, int, int], object] = {}
+
+
+def shared_env(path: Path):
+    """The process-wide read-only environment of ``path`` (opened on first use)."""
+    from openjmp.data.readers._lmdb import open_lmdb
+
+    st = path.stat()
+    key = (os.getpid(), st.st_dev, st.st_ino)
+    env = _ENVS.get(key)
+    if env is None:
+        # A forked worker inherits the parent's handles (unusable across fork, and py-lmdb would
+        # refuse a second open of the file): close the inherited copies first.
+        for stale in [k for k in _ENVS if k[0] != key[0]]:
+            _ENVS.pop(stale).close()
+        env = open_lmdb(path, readahead=False)
+        _ENVS[key] = env
+    return env
+
+
 class StoreDataset(Dataset):
     """Records of a store (optionally one split), as `AtomsRecord` (or ``transform(record)``).
 
@@ -105,9 +127,7 @@ class StoreDataset(Dataset):
             self._pid = os.getpid()
         env = self._envs[shard]
         if env is None:
-            from openjmp.data.readers._lmdb import open_lmdb
-
-            env = open_lmdb(self.path / self.meta.shard_files[shard], readahead=False)
+            env = shared_env(self.path / self.meta.shard_files[shard])
             self._envs[shard] = env
         return env
 
