@@ -1,0 +1,387 @@
+"""Named model presets and pretrained weights: ``create_model("jmp-s", pretrained=True)``.
+
+Each preset is a builder registered with :func:`register_model`; its architecture comes from a
+YAML file in ``openjmp/configs/models/`` (``jmp_s.yaml``, ``jmp_l.yaml``, ``openjmp_mini.yaml``).
+A preset with published weights carries a :class:`PretrainedCfg` (where the file comes from, its
+licence, file name, and -- when known -- its SHA-256 and size).
+
+**No downloads.** openjmp never fetches anything. A pretrained name resolves to a local file:
+``checkpoint_path=...`` if given, else ``$OPENJMP_CACHE/<file_name>``, else
+``$XDG_CACHE_HOME/openjmp/<file_name>`` (``~/.cache/openjmp``). If the file is absent the error
+says where to get it and where to put it.
+
+A model config (what :func:`model_config` returns and openjmp model files store) is a plain dict::
+
+    {"architecture": "jmp-gemnet-oc", "preset": "jmp-s", "backbone": {...GemNetOCConfig...},
+     "pretrain_tasks": ["oc20", ...], "num_pretrain_tasks": 4,
+     "finetune_energy": false, "finetune_forces": false, "num_mlps": 5}
+
+Overrides: any ``GemNetOCConfig`` field (``regress_forces=False``, ``direct_forces=False``, ...)
+or a container option (``num_pretrain_tasks``, ``finetune_energy``, ``finetune_forces``,
+``num_mlps``); anything else is an error.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import warnings
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from openjmp.models.gemnet_oc.config import GemNetOCConfig, load_preset_file, preset_path
+
+ENV_CACHE = "OPENJMP_CACHE"
+ARCHITECTURE = "jmp-gemnet-oc"
+_CONTAINER_OPTIONS = ("num_pretrain_tasks", "finetune_energy", "finetune_forces", "num_mlps")
+
+
+@dataclass(frozen=True)
+class PretrainedCfg:
+    """Where a preset's published weights come from (documentation + local-file checks)."""
+
+    file_name: str
+    source: str
+    url: str | None = None
+    license: str | None = None
+    sha256: str | None = None  # pinned digest; None = not pinned (verified only when set)
+    size_bytes: int | None = None  # expected size when known (a mismatch warns)
+    file_format: str = "jmp-lightning"  # "jmp-lightning" (published JMP) or "openjmp" (ours)
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    builder: Callable[..., nn.Module]
+    preset_file: str
+    description: str
+    pretrained: PretrainedCfg | None
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(name: str, *, preset_file: str, description: str = "",
+                   pretrained: PretrainedCfg | None = None):
+    """Decorator registering ``fn(**overrides) -> nn.Module`` under ``name``."""
+
+    def decorate(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is already registered")
+        _REGISTRY[name] = ModelEntry(name, fn, preset_file, description or (fn.__doc__ or "").strip(),
+                                     pretrained)
+        return fn
+
+    return decorate
+
+
+def list_models(pattern: str = "*", pretrained: bool = False) -> list[str]:
+    """Registered names matching the glob ``pattern`` (only those with weights if ``pretrained``)."""
+    return sorted(
+        name for name, entry in _REGISTRY.items()
+        if fnmatch.fnmatch(name, pattern) and (not pretrained or entry.pretrained is not None)
+    )
+
+
+def get_model_entry(name: str) -> ModelEntry:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown model {name!r}; registered: {', '.join(list_models())}") from None
+
+
+# --------------------------------------------------------------------------------------------
+# Model configs
+# --------------------------------------------------------------------------------------------
+
+
+def model_config(name: str, **overrides: Any) -> dict[str, Any]:
+    """The plain-dict model config of preset ``name`` with ``overrides`` applied."""
+    entry = get_model_entry(name)
+    data = load_preset_file(preset_path(entry.preset_file))
+    heads = data.get("heads") or {}
+    tasks = list(heads.get("pretrain_tasks") or [])
+    config = {
+        "architecture": ARCHITECTURE,
+        "preset": name,
+        "backbone": GemNetOCConfig(**data["backbone"]).model_dump(),
+        "pretrain_tasks": tasks,
+        "num_pretrain_tasks": len(tasks),
+        "finetune_energy": False,
+        "finetune_forces": False,
+        "num_mlps": int(heads.get("num_mlps", 5)),
+    }
+    return apply_overrides(config, overrides)
+
+
+def apply_overrides(config: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Copy of ``config`` with backbone-field / container-option overrides (unknown: error)."""
+    out = dict(config, backbone=dict(config["backbone"]))
+    backbone_fields = set(GemNetOCConfig.model_fields)
+    for key, value in overrides.items():
+        if key in _CONTAINER_OPTIONS:
+            out[key] = value
+        elif key in backbone_fields:
+            out["backbone"][key] = value
+        else:
+            raise TypeError(
+                f"unknown model option {key!r}: use a GemNetOCConfig field or one of "
+                f"{', '.join(_CONTAINER_OPTIONS)}"
+            )
+    GemNetOCConfig(**out["backbone"])  # validate now, with the field named on error
+    if "num_pretrain_tasks" in overrides and len(out.get("pretrain_tasks") or []) != out["num_pretrain_tasks"]:
+        tasks = list(out.get("pretrain_tasks") or [])
+        n = int(out["num_pretrain_tasks"])
+        out["pretrain_tasks"] = tasks[:n] + [f"task{i}" for i in range(len(tasks), n)]
+    return out
+
+
+def build_model(config: dict[str, Any]) -> nn.Module:
+    """A freshly initialised ``JMPModel`` from a model config dict."""
+    from openjmp.models.jmp_model import JMPModel
+
+    if config.get("architecture", ARCHITECTURE) != ARCHITECTURE:
+        raise ValueError(f"unknown architecture {config.get('architecture')!r} (only {ARCHITECTURE!r})")
+    model = JMPModel(
+        GemNetOCConfig(**config["backbone"]),
+        num_pretrain_tasks=int(config.get("num_pretrain_tasks", 0)),
+        finetune_energy=bool(config.get("finetune_energy", False)),
+        finetune_forces=bool(config.get("finetune_forces", False)),
+        num_mlps=int(config.get("num_mlps", 5)),
+    )
+    model.model_config = dict(config)  # type: ignore[attr-defined]  # kept for saving
+    return model
+
+
+# --------------------------------------------------------------------------------------------
+# Local weight files
+# --------------------------------------------------------------------------------------------
+
+
+def cache_dirs() -> list[Path]:
+    """Folders searched for published weight files, in order."""
+    dirs = []
+    if os.environ.get(ENV_CACHE):
+        dirs.append(Path(os.environ[ENV_CACHE]).expanduser())
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    dirs.append((Path(xdg) if xdg else Path.home() / ".cache") / "openjmp")
+    return dirs
+
+
+def resolve_pretrained_file(name: str) -> Path:
+    """The local file holding ``name``'s published weights, or a FileNotFoundError saying where
+    to get it and where to put it. Checks size (warning) and SHA-256 (when pinned)."""
+    entry = get_model_entry(name)
+    cfg = entry.pretrained
+    if cfg is None:
+        raise ValueError(
+            f"model {name!r} has no published weights; pass checkpoint_path=... or use one of "
+            f"{', '.join(list_models(pretrained=True))}"
+        )
+    candidates = [d / cfg.file_name for d in cache_dirs()]
+    for path in candidates:
+        if path.is_file():
+            check_pretrained_file(path, cfg)
+            return path
+    where = f" from {cfg.url}" if cfg.url else ""
+    lic = f" (licence: {cfg.license})" if cfg.license else ""
+    raise FileNotFoundError(
+        f"the weights of {name!r} ({cfg.file_name}) are not on this machine. openjmp does not "
+        f"download files: get {cfg.file_name}{where}{lic} and put it at {candidates[0]}, or set "
+        f"${ENV_CACHE} to the folder holding it, or pass checkpoint_path=. Looked in: "
+        + ", ".join(str(p) for p in candidates)
+    )
+
+
+def check_pretrained_file(path: Path, cfg: PretrainedCfg) -> None:
+    from openjmp.checkpoints.format import verify_sha256
+
+    if cfg.size_bytes is not None:
+        size = path.stat().st_size
+        if size != cfg.size_bytes:
+            warnings.warn(
+                f"{path}: {size} bytes, the published {cfg.file_name} has {cfg.size_bytes} "
+                "(incomplete download or a different file?)",
+                stacklevel=3,
+            )
+    if cfg.sha256:
+        verify_sha256(path, cfg.sha256)
+
+
+def is_openjmp_model_file(path: str | Path) -> bool:
+    """True for files written by :func:`openjmp.checkpoints.format.save_model` (cheap sniff of
+    the pickle record for the format name; nothing is unpickled)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = [n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
+            if not names:
+                return False
+            with archive.open(names[0]) as f:
+                head = f.read(4096)
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return b"openjmp.model" in head
+
+
+# --------------------------------------------------------------------------------------------
+# Creation
+# --------------------------------------------------------------------------------------------
+
+
+def create_model(name: str, pretrained: bool = False, checkpoint_path: str | Path | None = None,
+                 *, use_ema: bool = True, **overrides: Any) -> nn.Module:
+    """Build preset ``name`` (with ``overrides``) and optionally load weights.
+
+    ``pretrained=True`` loads the published weights from the local cache (see the module
+    docstring); ``checkpoint_path`` loads a given file instead (a published JMP checkpoint or an
+    openjmp model file). ``use_ema``: EMA weights when the file has them (default, as JMP).
+    Embedding and backbone load strictly; fine-tuning heads keep their initialisation; the
+    backbone's force-output weights are skipped when ``direct_forces=False``.
+    """
+    entry = get_model_entry(name)
+    path = None
+    if checkpoint_path is not None:
+        path = Path(checkpoint_path)
+    elif pretrained:
+        path = resolve_pretrained_file(name)  # before building: a missing file fails fast
+    model = entry.builder(**overrides)
+    if path is None:
+        return model
+    if is_openjmp_model_file(path):
+        load_model_weights(model, path, use_ema=use_ema)
+    else:
+        _load_jmp_weights(model, path, entry, use_ema)
+    return model
+
+
+def _load_jmp_weights(model: nn.Module, path: Path, entry: ModelEntry, use_ema: bool) -> None:
+    from openjmp.checkpoints.errors import CheckpointError
+    from openjmp.checkpoints.jmp import PUBLISHED_VARIANTS, load_jmp_checkpoint
+
+    if entry.name in PUBLISHED_VARIANTS:
+        ckpt = load_jmp_checkpoint(path, use_ema=use_ema)
+        if ckpt.variant != entry.name:
+            raise CheckpointError(f"{path}: this is a {ckpt.variant} checkpoint, not {entry.name}")
+    else:
+        spec, config = pretraining_key_spec(entry.name)
+        ckpt = load_jmp_checkpoint(path, use_ema=use_ema, key_spec=spec, backbone_config=config)
+    num_tasks = len(model.output.out_energy) if getattr(model, "output", None) else 0
+    if num_tasks and num_tasks != len(ckpt.task_names):
+        raise CheckpointError(
+            f"{path}: the checkpoint has {len(ckpt.task_names)} pre-training heads, the model "
+            f"{num_tasks} (use num_pretrain_tasks=0 or {len(ckpt.task_names)})"
+        )
+    ckpt.load_into(model, pretrain_heads=num_tasks > 0)
+
+
+def pretraining_key_spec(name: str):
+    """(KeySpec, GemNetOCConfig) of a JMP pre-training checkpoint of preset ``name``: the
+    preset's default model (all pre-training heads, direct forces) plus one step counter per
+    task, built on the meta device (no memory)."""
+    from openjmp.checkpoints.jmp import key_spec_from_state_dict
+
+    config = model_config(name)
+    with torch.device("meta"):
+        model = build_model(config)
+    sd = dict(model.state_dict())
+    for task in config["pretrain_tasks"]:
+        sd[f"task_steps._module_dict._typed_moduledict_{task}.value"] = torch.empty((), device="meta")
+    spec = key_spec_from_state_dict(sd, name=name, task_order=config["pretrain_tasks"])
+    return spec, GemNetOCConfig(**config["backbone"])
+
+
+def load_model_weights(model: nn.Module, path: str | Path, use_ema: bool = True) -> Any:
+    """Load an openjmp model file's weights into ``model`` (strict, up to dropped force outputs
+    and absent heads); returns the :class:`~openjmp.checkpoints.format.ModelFile`."""
+    from openjmp.checkpoints.errors import CheckpointKeyError
+    from openjmp.checkpoints.format import load_model_file
+    from openjmp.models.gemnet_oc.keys import canonical_state_dict, with_aliases
+
+    mf = load_model_file(path)
+    weights = canonical_state_dict(mf.weights(use_ema=use_ema), check=False)
+    model_keys = canonical_state_dict(model.state_dict(), check=False)
+    missing = [k for k in model_keys if k not in weights]
+    unexpected = [k for k in weights if k not in model_keys]
+    wrong = [f"{k} {tuple(weights[k].shape)} (model {tuple(v.shape)})"
+             for k, v in model_keys.items() if k in weights and weights[k].shape != v.shape]
+    # a model built without force outputs / heads may ignore those weights; nothing else
+    optional = ("backbone.out_mlp_F.", "output.", "out_energy.", "out_forces.")
+    unexpected = [k for k in unexpected
+                  if not (k.startswith(optional) or ".scale_rbf_F." in k or ".dense_rbf_F." in k
+                          or ".seq_forces." in k)]
+    if missing or unexpected or wrong:
+        parts = []
+        for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
+            if items:
+                parts.append(f"{len(items)} {label}: {', '.join(items[:15])}")
+        raise CheckpointKeyError(f"{path}: weights do not fit the model: " + "; ".join(parts))
+    full = with_aliases({k: v for k, v in weights.items() if k in model_keys}, model)
+    model.load_state_dict(full, strict=False)
+    return mf
+
+
+def load_model(path: str | Path, use_ema: bool = True, map_location: Any = "cpu"):
+    """Rebuild a model from an openjmp model file: returns ``(model, ModelFile)``; the file's
+    ``normalization`` and ``heads`` say how to turn outputs into physical units."""
+    from openjmp.checkpoints.format import load_model_file
+
+    mf = load_model_file(path, map_location=map_location)
+    model = build_model(mf.model_config)
+    load_model_weights(model, path, use_ema=use_ema)
+    return model, mf
+
+
+def save_model_file(model: nn.Module, path: str | Path, *, normalization: dict[str, Any],
+                    heads: dict[str, Any], ema_state_dict: dict[str, torch.Tensor] | None = None,
+                    extra: dict[str, Any] | None = None, config: dict[str, Any] | None = None) -> str:
+    """Save a model built by this registry (its ``model_config``) as an openjmp model file.
+    Alias names are dropped (one tensor per name). Returns the file's SHA-256."""
+    from openjmp.checkpoints.format import save_model
+    from openjmp.models.gemnet_oc.keys import canonical_state_dict
+
+    config = config if config is not None else getattr(model, "model_config", None)
+    if config is None:
+        raise ValueError("model has no model_config: pass config= (see openjmp.models.registry)")
+    ema = canonical_state_dict(ema_state_dict, check=False) if ema_state_dict is not None else None
+    return save_model(path, config, canonical_state_dict(model.state_dict()), normalization=normalization,
+                      heads=heads, ema_state_dict=ema, extra=extra)
+
+
+# --------------------------------------------------------------------------------------------
+# Presets
+# --------------------------------------------------------------------------------------------
+
+_JMP_SOURCE = (
+    "JMP pre-trained GemNet-OC (Shoghi et al., ICLR 2024, 'From Molecules to Materials'), "
+    "jointly on OC20, OC22, ANI-1x and Transition-1x; published by facebookresearch/JMP as a "
+    "PyTorch-Lightning checkpoint (EMA weights in optimizer_states)"
+)
+_JMP_LICENSE = "CC-BY-NC 4.0 (JMP repository LICENSE; check the terms before use)"
+
+
+@register_model("jmp-s", preset_file="jmp_s", description="JMP-S: GemNet-OC, 4 blocks, ~44M parameters with heads",
+                pretrained=PretrainedCfg(file_name="jmp-s.pt", source=_JMP_SOURCE,
+                                         url="https://jmp-iclr-datasets.s3.amazonaws.com/jmp-s.pt",
+                                         license=_JMP_LICENSE))
+def jmp_s(**overrides: Any) -> nn.Module:
+    return build_model(model_config("jmp-s", **overrides))
+
+
+@register_model("jmp-l", preset_file="jmp_l", description="JMP-L: GemNet-OC, 6 blocks, ~235M parameters with heads",
+                pretrained=PretrainedCfg(file_name="jmp-l.pt", source=_JMP_SOURCE,
+                                         url="https://jmp-iclr-datasets.s3.amazonaws.com/jmp-l.pt",
+                                         license=_JMP_LICENSE, size_bytes=3_749_529_931))
+def jmp_l(**overrides: Any) -> nn.Module:
+    return build_model(model_config("jmp-l", **overrides))
+
+
+@register_model("openjmp-mini", preset_file="openjmp_mini",
+                description="small GemNet-OC (2 blocks, 32/48 features) for tests and demos; no weights")
+def openjmp_mini(**overrides: Any) -> nn.Module:
+    return build_model(model_config("openjmp-mini", **overrides))
