@@ -28,14 +28,18 @@ def write_source(path: Path, n_records: int, n_atoms: int = 20, per_group: int =
     import h5py
 
     rng = np.random.default_rng(0)
-    base = np.stack([np.arange(n_atoms) * 1.3, np.sin(np.arange(n_atoms)), np.zeros(n_atoms)], axis=1)
+    base = np.stack(
+        [np.arange(n_atoms) * 1.3, np.sin(np.arange(n_atoms)), np.zeros(n_atoms)], axis=1
+    )
     z = rng.choice([1, 6, 7, 8], n_atoms).astype(np.uint8)
     with h5py.File(path, "w") as f:
         for g in range(0, n_records, per_group):
             nc = min(per_group, n_records - g)
             grp = f.create_group(f"C{g}H{n_atoms}")
             grp["atomic_numbers"] = z
-            grp["coordinates"] = (base[None] + rng.normal(scale=0.05, size=(nc, n_atoms, 3))).astype(np.float32)
+            grp["coordinates"] = (
+                base[None] + rng.normal(scale=0.05, size=(nc, n_atoms, 3))
+            ).astype(np.float32)
             grp["wb97x_dz.energy"] = rng.normal(-400, 1, nc)
             grp["wb97x_dz.forces"] = rng.normal(0, 0.05, (nc, n_atoms, 3)).astype(np.float32)
 
@@ -99,20 +103,37 @@ def main() -> None:
 
             t = time_repeats(read_random, repeats)
             rows.append(
-                {"case": f"random_read_w{workers}", "records": n_reads, **t, "records_per_s": n_reads / t["median_s"]}
+                {
+                    "case": f"random_read_w{workers}",
+                    "records": n_reads,
+                    **t,
+                    "records_per_s": n_reads / t["median_s"],
+                }
             )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    print(f"{'case':<16} {'records':>8} {'median s':>9} {'min s':>8} {'max s':>8} {'records/s':>10}")
+    print(
+        f"{'case':<16} {'records':>8} {'median s':>9} {'min s':>8} {'max s':>8} {'records/s':>10}"
+    )
     for r in rows:
         print(
             f"{r['case']:<16} {r['records']:>8} {r['median_s']:>9.3f} {r['min_s']:>8.3f} {r['max_s']:>8.3f} "
             f"{r['records_per_s']:>10,.0f}"
         )
-    print("(random_read_w2 includes starting 2 worker processes per pass; the machine may be shared)")
-    config = {"records": n, "atoms_per_record": 20, "random_reads": n_reads, "batch_size": 32, "shard_size": 5000}
-    path = write_results("readers", {"machine": machine_info(), "quick": args.quick, "config": config, "cases": rows})
+    print(
+        "(random_read_w2 includes starting 2 worker processes per pass; the machine may be shared)"
+    )
+    config = {
+        "records": n,
+        "atoms_per_record": 20,
+        "random_reads": n_reads,
+        "batch_size": 32,
+        "shard_size": 5000,
+    }
+    path = write_results(
+        "readers", {"machine": machine_info(), "quick": args.quick, "config": config, "cases": rows}
+    )
     print(f"wrote {path}")
 
 

@@ -197,6 +197,7 @@ def run_inspect(args) -> int:
 
 def _print_table(summary: dict) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=f"{summary['path']} ({summary['format']})", show_header=False)
@@ -208,7 +209,7 @@ def _print_table(summary: dict) -> None:
         s = summary[key]
         if s["count"]:
             table.add_row(
-                f"{key} [{unit}]",
+                escape(f"{key} [{unit}]"),
                 f"n={s['count']:,} mean={s['mean']:.6g} std={s['std']:.6g} min={s['min']:.6g} max={s['max']:.6g}",
             )
     units = summary.get("target_units", {})

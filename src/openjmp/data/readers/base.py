@@ -27,14 +27,6 @@ class DataFormatError(ValueError):
     """A source file (or one record in it) does not have the layout or values we expect."""
 
 
-class SkipRecord(Exception):
-    """Raised inside a reader's record builder: drop this record, counted under ``reason``."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
 class ReaderItem(NamedTuple):
     """One yielded record and the split the source assigns it to (None when it assigns none)."""
 
@@ -92,7 +84,8 @@ class Reader:
 
     def skip(self, reason: str, count: int = 1) -> None:
         """Count records left out on purpose (documented, not errors)."""
-        self.skipped[reason] += count
+        if count:
+            self.skipped[reason] += count
 
     # ---------------------------------------------------------------- iteration
     def __iter__(self) -> Iterator[ReaderItem]:
@@ -163,31 +156,3 @@ def symbol_to_z(symbol: str, where: str) -> int:
     if z is None or z == 0:
         raise DataFormatError(f"{where}: unknown element symbol {symbol!r}")
     return int(z)
-
-
-def record_errors(reader: Reader, reason: str = "bad_record"):
-    """Context for building one record: DataFormatError/ValueError → reader.bad (skip or raise)."""
-    return _RecordGuard(reader, reason)
-
-
-class _RecordGuard:
-    def __init__(self, reader: Reader, reason: str) -> None:
-        self.reader = reader
-        self.reason = reason
-        self.failed = False
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc_type is None:
-            return False
-        if issubclass(exc_type, SkipRecord):
-            self.reader.skip(exc.reason)
-            self.failed = True
-            return True
-        if issubclass(exc_type, (DataFormatError, InvalidStructureError)) and self.reader.skip_bad:
-            self.reader.skipped[self.reason] += 1
-            self.failed = True
-            return True
-        return False
