@@ -12,7 +12,13 @@ from openjmp.checkpoints.errors import (
     CheckpointReadError,
     UnsafeCheckpointError,
 )
-from openjmp.checkpoints.format import ModelFile, load_model_file, save_model, sha256_file, verify_sha256
+from openjmp.checkpoints.format import (
+    ModelFile,
+    load_model_file,
+    save_model,
+    sha256_file,
+    verify_sha256,
+)
 from openjmp.checkpoints.jmp import JMPCheckpoint, load_jmp_checkpoint
 from openjmp.checkpoints.safe_unpickle import load_checkpoint_file, to_plain_data
 
