@@ -123,6 +123,10 @@ def test_periodic_records_and_dataloader_workers(tmp_path):
     ds = StoreDataset(out)
     for i, rec in enumerate(records):
         assert_same(ds[i], rec)
+    counts = ds.meta.element_counts()
+    for i, rec in enumerate(records):
+        assert np.array_equal(counts[i], np.bincount(rec.atomic_numbers, minlength=119))
+    assert np.array_equal(ds.meta.element_counts([6, 1]), counts[[6, 1]])
     loader = torch.utils.data.DataLoader(
         ds, batch_size=2, num_workers=2, collate_fn=list, shuffle=False
     )

@@ -65,11 +65,15 @@ class StoreMetadata:
 
     def element_counts(self, indices=None, max_z: int = 118) -> np.ndarray:
         """Dense element counts (len(indices), max_z + 1) int64, column = atomic number."""
-        idx = np.arange(len(self)) if indices is None else np.asarray(indices)
+        idx = np.arange(len(self)) if indices is None else np.asarray(indices, dtype=np.int64)
+        starts = self.element_ptr[idx]
+        lengths = self.element_ptr[idx + 1] - starts
+        rows = np.repeat(np.arange(idx.shape[0]), lengths)
+        # positions of each record's CSR entries: start + 0..length-1
+        within = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        flat = np.repeat(starts, lengths) + within
         out = np.zeros((idx.shape[0], max_z + 1), dtype=np.int64)
-        for row, i in enumerate(idx):
-            a, b = self.element_ptr[i], self.element_ptr[i + 1]
-            out[row, self.element_z[a:b]] = self.element_count[a:b]
+        out[rows, self.element_z[flat].astype(np.int64)] = self.element_count[flat]
         return out
 
 
