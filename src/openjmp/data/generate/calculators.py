@@ -125,8 +125,16 @@ class GFN2:
                 self._calc = self._make(pos_bohr)
             else:
                 self._calc.update(pos_bohr)
-            res = self._calc.singlepoint(self._restart) if self._restart else \
-                self._calc.singlepoint()
+            try:
+                res = self._calc.singlepoint(self._restart) if self._restart else \
+                    self._calc.singlepoint()
+            except TBLiteRuntimeError:
+                if self._restart is None:
+                    raise
+                # the previous geometry's density can be a bad guess after a large step:
+                # retry once from the default (superposition of atomic densities) guess
+                self._restart = None
+                res = self._calc.singlepoint()
         except (TBLiteRuntimeError, TBLiteValueError) as exc:
             self._restart = None
             raise SkipStructure(f"xtb-scf: {exc}".replace("\n", " ")[:300]) from exc

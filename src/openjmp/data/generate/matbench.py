@@ -140,7 +140,6 @@ def eos(atoms: Atoms) -> tuple[float, float, float]:
 
 def work(item: dict[str, Any], rng: np.random.Generator) -> Result:
     from ase.optimize import BFGS
-
     from ase.symbols import symbols2numbers
 
     check_emt_elements(np.array(symbols2numbers(item["elements"])), f"crystal {item['id']}")

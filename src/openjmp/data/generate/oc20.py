@@ -43,6 +43,9 @@ SIZES = {"tiny": 3, "small": 110, "medium": 2500}
 #: relaxation settings (recorded in the card)
 RELAX_FMAX = 0.05
 RELAX_STEPS = {"tiny": 8, "small": 40, "medium": 60}
+#: keep every k-th relaxation frame (the first and the last always): consecutive BFGS frames
+#: are nearly identical, and the shipped size must stay small
+KEEP_EVERY = {"tiny": 1, "small": 2, "medium": 1}
 N_RATTLED = 3
 RATTLE_STD = 0.03  # Å, on free atoms only: thermal-scale, not large random displacements
 HEIGHT = {"ontop": 1.9, "bridge": 1.7, "fcc": 1.5, "hcp": 1.5, "hollow": 1.3}
@@ -54,8 +57,9 @@ CARD = {
             "(10-50 % of the slab atoms substituted).",
     "how": f"Adsorbate placed at a random site (ontop/bridge/fcc/hcp or hollow) with a random "
            f"in-plane offset (±0.3 Å) and tilt, then an EMT BFGS relaxation (fmax {RELAX_FMAX} "
-           f"eV/Å, maxstep 0.2 Å) with the two bottom layers fixed; every relaxation frame is "
-           f"kept (like OC20 S2EF), plus {N_RATTLED} frames of the relaxed system with Gaussian "
+           f"eV/Å, maxstep 0.2 Å, at most {RELAX_STEPS['small']} steps for the small size) with "
+           f"the two bottom layers fixed; every {KEEP_EVERY['small']}nd relaxation frame is kept "
+           f"for the small size (every frame for medium; first and last always), plus {N_RATTLED} frames of the relaxed system with Gaussian "
            f"displacements σ = {RATTLE_STD} Å on the free atoms.",
     "calculator": "ASE EMT (ase.calculators.emt.EMT, default parameters).",
     "units": "aselmdb rows: positions/cell Å, energy eV (total EMT energy, not an adsorption "
@@ -82,7 +86,7 @@ def plan(size: str, seed: int) -> list[dict[str, Any]]:
             "sid": i, "facet": facet, "metal": metal, "alloy": alloy, "fraction": fraction,
             "adsorbate": str(rng.choice(sorted(ADSORBATES))),
             "site": str(rng.choice(SITES[facet])),
-            "steps": RELAX_STEPS[size],
+            "steps": RELAX_STEPS[size], "keep_every": KEEP_EVERY[size],
         })
     return items
 
@@ -119,7 +123,6 @@ def build_system(item: dict[str, Any], rng: np.random.Generator) -> Atoms:
 
 def work(item: dict[str, Any], rng: np.random.Generator) -> Result:
     from ase.optimize import BFGS
-
     from ase.symbols import symbols2numbers
 
     # before building: ase.build cannot even guess a lattice constant for some elements
@@ -138,6 +141,8 @@ def work(item: dict[str, Any], rng: np.random.Generator) -> Result:
     opt = BFGS(atoms, logfile=None, maxstep=0.2)
     opt.attach(record, interval=1)
     opt.run(fmax=RELAX_FMAX, steps=item["steps"])
+    every = int(item.get("keep_every", 1))
+    frames = [f for k, f in enumerate(frames) if k % every == 0 or k == len(frames) - 1]
     n_relax = len(frames)
     free = atoms.get_tags() != 0
     relaxed = atoms.get_positions().copy()

@@ -90,9 +90,15 @@ def _timed_work(item: dict[str, Any], rng) -> dict:
 
     item = dict(item)
     mod = importlib.import_module(item.pop("_module"))
+    from openjmp.data.generate.common import SkipStructure
+
     t0 = time.process_time()
     try:
         res = mod.work(item, rng)
+    except SkipStructure as exc:
+        # keep the "<category>:" prefix; add which item it was
+        what = ", ".join(f"{k}={v}" for k, v in item.items() if isinstance(v, (str, int)))
+        raise SkipStructure(f"{exc} [{what}]") from exc
     finally:
         seconds = time.process_time() - t0
     res["_seconds"] = np.asarray(seconds)
