@@ -318,3 +318,41 @@ def test_aselmdb_plain_list_encoding_matches(tmp_path):
     np.testing.assert_array_equal(rec.positions, atoms.positions)
     np.testing.assert_array_equal(rec.forces, atoms.get_forces(apply_constraint=False))
     assert rec.energy == -10.0 and rec.targets == {"charge": -1.0} and rec.fixed[0]
+
+
+# A `torch_geometric.data.Data` pickled by the real PyG 2.8.1 (protocol -1, torch 2.13), zlib +
+# base64, generated once with:
+#   Data(pos=arange(12).reshape(4, 3) * 1.5 (float32), cell=eye(3)[None] * 9,
+#        atomic_numbers=[1., 6, 8, 29], natoms=4, tags=[0, 1, 2, 2], fixed=[1, 0, 0, 0],
+#        y=-1.5, force=arange(12).reshape(4, 3) / 8 (float32), sid=5, fid=2)
+# It carries PyG-2 internals (GlobalStorage, DataEdgeAttr, DataTensorAttr) that a fake cannot
+# be trusted to reproduce.
+REAL_PYG2_DATA = (
+    "eNrdlT9v00AYxs+x05I0jSIW1AqJiskIESVp0qYLaavSDuZvYfCCDse+xkaO7bPPFUWqFCTaUuShEsfGwMjIN6AfBzZGkBh4"
+    "nThpAmnVtX3lx6e7e/ze65/Puk76450M6kY0w1xfN3GLuG3CfEsvGhrTujceSWtx84HfesN3uRzlMTFaBGuM+Vi3A26iKBc7"
+    "7sHoCgyCMypgRpzA9Udc+dj1rDve903gABYmPLo+dv14UmvB9PSG7TY1+2nSH9RyBbc1z7OcVrcn7PCNb7+SNxI9N+BRrpu3"
+    "iENmQRHRVeyTZmjZRr++7Qokk6Ppnm2wXgHbrmbgLd9t4+YOIwG4Vm8LCHVS77P2n0/rv+defnk8U+ykHvwQ4b5LkawWYFnP"
+    "d5mruzbeJn5guQ4VwKBOw4xtMWYTTBzD0hyaeqdmYZDteAQH1msSUHGXSrKahsHAdH1G00pKFaFnOYxOKJIqxTlcp0UnFSkM"
+    "YU1ZnYzNvZIp0ruvkF2HwlnCKUsFNQ+epWploVyGq1KqLVVoL6/uhVRUcg8ZlZ5AtucUjfMKWjGHhuO4gdDyMkJHoGPQT1Bh"
+    "BSEZtAxSQR7o7Qrf45tcQYqkiPtcERVhnx9GU8DGJjoDNPA5ph75BvGJsWbpLP6om5zBM5GkE9vm5jXZnF29cbGh12qleq2+"
+    "OAo9Mx76wAvQMwPgMdzh+L/fBy0AZPGAK5kY9gE/NG/2geY15rYtHTthuwmIErRTl2A/L5aqI2ilM/Zz7AW00gBdp9HbwwiQ"
+    "fj/Zr3tcEfaG8U04Mb+AK1IkMa3V5zd7EfjdB8sp+EoL8/XawvnwJd4RfL0Qkjb1T3s6zvSW9YoYlwRiubxYr5bOuQd73iGI"
+    "Ajo7zoIIlZEE4gU/mWpL8+VSuVo9z8k08P53MqG7AAF0DELwZ8/FJxXoRaP3px+BPoO+NsadTCdkxcAyuJKOxK24TYXRJPY0"
+    "nziMm2LYDJvFv4EBjQ8="
+)
+
+
+def test_real_pyg2_pickle_reads_without_torch_geometric(tmp_path):
+    import base64
+
+    assert "torch_geometric" not in sys.modules
+    write_lmdb(tmp_path / "data.0000.lmdb", [zlib.decompress(base64.b64decode(REAL_PYG2_DATA))])
+    # (atoms 0 and 2 are periodic images of each other in this toy cell: skip validation)
+    (rec,) = [r for _, r in read(tmp_path, validate=False)]
+    np.testing.assert_array_equal(rec.positions, np.arange(12.0).reshape(4, 3) * 1.5)
+    np.testing.assert_array_equal(rec.cell, np.eye(3) * 9.0)
+    assert rec.atomic_numbers.tolist() == [1, 6, 8, 29]
+    assert rec.energy == -1.5 and rec.tags.tolist() == [0, 1, 2, 2]
+    assert rec.fixed.tolist() == [True, False, False, False]
+    np.testing.assert_array_equal(rec.forces, np.arange(12.0).reshape(4, 3) / 8)
+    assert rec.source == "data.0000.lmdb:0/random5/frame2"
