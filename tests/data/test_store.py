@@ -194,3 +194,22 @@ def test_truncated_store_shard_is_a_clear_error(tmp_path):
     shard.write_bytes(shard.read_bytes()[:6000])
     with pytest.raises(ValueError, match="data.0000.lmdb: cannot open as LMDB: file is truncated"):
         StoreDataset(out)[3]
+
+
+def test_source_failing_before_first_record_leaves_nothing(tmp_path):
+    from openjmp.data.readers.base import DataFormatError
+
+    class Broken:
+        def __len__(self):
+            raise DataFormatError("broken.lmdb: cannot open as LMDB: file is truncated")
+
+        def __iter__(self):
+            return iter(())
+
+    out = tmp_path / "store"
+    with pytest.raises(DataFormatError, match="truncated"):
+        convert(Broken(), out, progress=False)
+    assert not out.exists() and not tmp_dir(out).exists()
+    with pytest.raises(DataFormatError, match="no records were read"):
+        convert([], out, progress=False)
+    assert not out.exists() and not tmp_dir(out).exists()

@@ -218,8 +218,8 @@ def convert(
     shard: _Shard | None = None
     shard_index = len(done)
     t0 = time.perf_counter()
-    total = len(source) if hasattr(source, "__len__") else None
     try:
+        total = len(source) if hasattr(source, "__len__") else None
         with _progress_bar(progress, total) as bar:
             task = bar.add_task("convert", total=total, completed=n_resumed)
             for position, (split, record) in enumerate(source):
