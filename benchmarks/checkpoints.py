@@ -69,10 +69,10 @@ def main() -> None:
             dst = Path(tmp) / f"{variant}-openjmp.pt"
             convert_jmp_checkpoint(src, dst, hash_source=False)
             cases = {
-                "torch_load_unrestricted": lambda: torch.load(src, weights_only=False, mmap=True),
-                "restricted_unpickler": lambda: load_checkpoint_file(src),
-                "load_jmp_checkpoint": lambda: jmp.load_jmp_checkpoint(src),
-                "openjmp_model_file": lambda: load_model_file(dst),
+                "torch_load_unrestricted": lambda src=src: torch.load(src, weights_only=False, mmap=True),
+                "restricted_unpickler": lambda src=src: load_checkpoint_file(src),
+                "load_jmp_checkpoint": lambda src=src: jmp.load_jmp_checkpoint(src),
+                "openjmp_model_file": lambda dst=dst: load_model_file(dst),
             }
             row = {"variant": variant, "file_bytes": src.stat().st_size,
                    "converted_bytes": dst.stat().st_size, "write_s": write_s}
