@@ -239,3 +239,22 @@ def test_missing_empty_and_foreign_files(tmp_path):
     text.write_text("this is not a checkpoint\n")
     with pytest.raises(CheckpointReadError, match="notes.pt"):
         su.load_checkpoint_file(text)
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"\x80\x02\x82\x01.", "extension code"),  # EXT1 1
+        (b"\x80\x02)K\x01K\x02s.", "sets items on"),  # SETITEM on a tuple
+        (b"\x80\x02c__builtin__\nset\n]\x85R}b.", "sets the state of"),  # BUILD on a set
+        (b"\x80\x02cfoo.bar\nBaz\n)R)R.", "calls a placeholder object"),  # calling an inert record
+        (b"\x80\x02c__builtin__\nset\n)\x81.", None),  # NEWOBJ of an allowed type is fine
+        (b"\x80\x02ccollections\nOrderedDict\n)R]\x85R.", "calls an object of type OrderedDict"),  # calling a result
+    ],
+)
+def test_hand_made_pickles(data, message):
+    if message is None:
+        assert su.loads(data) == set()
+        return
+    with pytest.raises(UnsafeCheckpointError, match=message):
+        su.loads(data)
