@@ -258,3 +258,20 @@ def test_hand_made_pickles(data, message):
         return
     with pytest.raises(UnsafeCheckpointError, match=message):
         su.loads(data)
+
+
+def test_torch_objects_pickled_by_lightning_become_placeholders(tmp_path):
+    # a scheduler state that holds live torch objects (optimizer, ReduceLROnPlateau) must not
+    # stop the weights from loading; the objects stay inert records
+    param = torch.nn.Parameter(torch.ones(3))
+    opt = torch.optim.AdamW([param], lr=1e-3)
+    rlp = torch.optim.lr_scheduler.ReduceLROnPlateau(opt)
+    path = tmp_path / "sched.pt"
+    torch.save({"state_dict": {"w": torch.arange(3.0)}, "lr_schedulers": [{"rlp": rlp}],
+                "act": torch.nn.SiLU()}, path)
+    loaded = su.load_checkpoint_file(path)
+    torch.testing.assert_close(loaded["state_dict"]["w"], torch.arange(3.0))
+    names = su.find_placeholders(loaded)
+    assert "torch.optim.lr_scheduler.ReduceLROnPlateau" in names
+    assert "torch.optim.adamw.AdamW" in names and "torch.nn.modules.activation.SiLU" in names
+    assert isinstance(loaded["act"], su.PlaceholderObject)

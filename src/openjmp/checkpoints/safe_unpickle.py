@@ -23,11 +23,13 @@ callable is by naming a global, so this is the single gate):
    never imported; the name becomes a :class:`PlaceholderGlobal`, which is *not callable*. When
    the pickle "calls" or "constructs" it, the unpickler itself records the arguments and the state
    in an inert :class:`PlaceholderObject`. :func:`to_plain_data` turns those into plain dicts.
+   Classes of torch and numpy outside the allow-list (an optimizer or LR-scheduler object that
+   Lightning pickled into ``lr_schedulers``, a module class) are placeholders too.
 3. **refused** -- every other global of the standard library (``os.system``, ``builtins.eval``,
-   ``subprocess.Popen``, ``functools.partial``, ``operator.attrgetter``, ...), of torch and of
-   numpy (``torch.load``, ``numpy.load``, ...), and known code-shipping libraries (``dill``,
-   ``cloudpickle``, ``joblib``): loading stops with :class:`UnsafeCheckpointError` naming the
-   global, before anything is called.
+   ``subprocess.Popen``, ``functools.partial``, ``operator.attrgetter``, ...), the *functions*
+   of torch and numpy (``torch.load``, ``torch.hub.load``, ``numpy.load``, ...), and known
+   code-shipping libraries (``dill``, ``cloudpickle``, ``joblib``): loading stops with
+   :class:`UnsafeCheckpointError` naming the global, before anything is called.
 
 The opcodes that act on objects are restricted as well: REDUCE / NEWOBJ / INST / OBJ only call
 allow-listed callables (or record placeholders), BUILD only sets state on placeholders, numpy
@@ -361,10 +363,13 @@ _INERT_STDLIB_GLOBALS = {
 }
 _INERT_STDLIB_MODULES = {"enum"}
 
+# torch / numpy: class names (Capitalised last component, e.g. an optimizer or LR scheduler
+# object that Lightning pickled into ``lr_schedulers``) become placeholders so that such files
+# still load; their functions (``torch.load``, ``numpy.load``, ``torch.hub.load``, ...) are refused.
+_CLASS_PLACEHOLDER_TOP_MODULES = {"torch", "numpy"}
+
 # libraries whose globals are refused outright unless allow-listed (they ship or run code)
 _REFUSED_TOP_MODULES = {
-    "torch",
-    "numpy",
     "dill",
     "cloudpickle",
     "joblib",
@@ -458,6 +463,10 @@ def classify_global(module: str, name: str) -> Any:
     top = module.split(".", 1)[0]
     if full in _INERT_STDLIB_GLOBALS or top in _INERT_STDLIB_MODULES:
         return PlaceholderGlobal(module, name)
+    if top in _CLASS_PLACEHOLDER_TOP_MODULES:
+        if name.rsplit(".", 1)[-1][:1].isupper():
+            return PlaceholderGlobal(module, name)
+        raise _refuse(f"references {full}, a callable that is not plain data")
     if top in _REFUSED_TOP_MODULES or top in sys.stdlib_module_names:
         raise _refuse(f"references {full}, a callable that is not plain data")
     return PlaceholderGlobal(module, name)
