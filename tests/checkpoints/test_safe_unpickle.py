@@ -275,3 +275,18 @@ def test_torch_objects_pickled_by_lightning_become_placeholders(tmp_path):
     assert "torch.optim.lr_scheduler.ReduceLROnPlateau" in names
     assert "torch.optim.adamw.AdamW" in names and "torch.nn.modules.activation.SiLU" in names
     assert isinstance(loaded["act"], su.PlaceholderObject)
+
+
+def test_typing_annotations_are_inert_records():
+    import pickle
+    import typing
+
+    data = pickle.dumps({"a": typing.Any, "b": typing.Optional[int], "c": list[int], "n": type(None)},
+                        protocol=2)
+    loaded = su.loads(data)
+    assert loaded["n"] is type(None)
+    assert isinstance(loaded["a"], su.PlaceholderGlobal) and loaded["a"].qualname == "typing.Any"
+    assert isinstance(loaded["b"], su.PlaceholderObject)
+    assert "typing.Union" in su.find_placeholders(loaded)
+    with pytest.raises(UnsafeCheckpointError, match="type\\(name, bases, dict\\)"):
+        su.loads(b"\x80\x02c__builtin__\ntype\nX\x01\x00\x00\x00Xc__builtin__\nobject\n\x85}\x87R.")

@@ -12,15 +12,15 @@ callable is by naming a global, so this is the single gate):
 1. **materialised** -- a short allow-list of plain-data constructors: tensor/parameter rebuilders
    from ``torch._utils`` (wrapped: backward hooks and Python state must be empty), storages,
    dtypes, ``torch.Size``/``torch.device``; ``OrderedDict``/``Counter``/``deque``/``defaultdict``;
-   builtin containers and numbers; ``bytes`` via ``_codecs.encode`` (latin-1 only); numpy arrays,
+   builtin containers and numbers, ``type(x)``; ``bytes`` via ``_codecs.encode`` (latin-1 only); numpy arrays,
    scalars and dtypes; ``datetime`` values; ``pathlib`` paths (as *pure* paths, which never touch
-   the file system); and ``copyreg``/``getattr`` helpers rewritten so that they only ever act on
-   placeholders.
+   the file system); and ``copyreg``/``getattr``/``operator.getitem`` helpers rewritten so that
+   they only ever act on placeholders.
 2. **placeholder** -- any other class from outside the standard library, torch and numpy (the
    original project's configs, ``lightning``, ``omegaconf``, ``pydantic``, a class defined in some
    script), plus a few inert standard-library record types (``argparse.Namespace``,
-   ``types.SimpleNamespace``, ``enum``, ``uuid.UUID``, ``decimal``, ``fractions``). The module is
-   never imported; the name becomes a :class:`PlaceholderGlobal`, which is *not callable*. When
+   ``types.SimpleNamespace``, ``enum``, ``typing`` forms, ``uuid.UUID``, ``decimal``,
+   ``fractions``). The module is never imported; the name becomes a :class:`PlaceholderGlobal`, which is *not callable*. When
    the pickle "calls" or "constructs" it, the unpickler itself records the arguments and the state
    in an inert :class:`PlaceholderObject`. :func:`to_plain_data` turns those into plain dicts.
    Classes of torch and numpy outside the allow-list (an optimizer or LR-scheduler object that
@@ -293,6 +293,20 @@ def _safe_getattr(obj, name, *default):
     raise _refuse(f"calls getattr({obj!r}, {name!r}) on something that is not a placeholder")
 
 
+def _safe_getitem(container, item):
+    # typing annotations pickle as operator.getitem(typing.Optional, int): keep them as records
+    if isinstance(container, (PlaceholderGlobal, PlaceholderObject)):
+        return PlaceholderObject(PlaceholderGlobal("operator", "getitem"), "call", (container, item))
+    raise _refuse(f"calls operator.getitem on {_describe(container)}")
+
+
+def _safe_type(*args):
+    # type(None) is how protocol 2 spells NoneType; the 3-argument form would build a class
+    if len(args) != 1:
+        raise _refuse("creates a class with type(name, bases, dict)")
+    return type(args[0])
+
+
 def _construct(cls, args: tuple, kwargs: dict | None, how: str):
     """NEWOBJ-style construction: placeholders are recorded, allow-listed types are created."""
     if isinstance(cls, PlaceholderGlobal):
@@ -360,8 +374,11 @@ _INERT_STDLIB_GLOBALS = {
     "fractions.Fraction",
     "ipaddress.IPv4Address",
     "ipaddress.IPv6Address",
+    "types.GenericAlias",
+    "types.UnionType",
 }
-_INERT_STDLIB_MODULES = {"enum"}
+# enum members; typing special forms (omegaconf metadata and pydantic configs can hold them)
+_INERT_STDLIB_MODULES = {"enum", "typing"}
 
 # torch / numpy: class names (Capitalised last component, e.g. an optimizer or LR scheduler
 # object that Lightning pickled into ``lr_schedulers``) become placeholders so that such files
@@ -388,6 +405,9 @@ def _allowed_globals() -> dict[str, Any]:
               str, bytes, bool, object):
         allowed[f"builtins.{t.__name__}"] = t
     allowed["builtins.getattr"] = _safe_getattr
+    allowed["builtins.type"] = _safe_type
+    allowed["_operator.getitem"] = _safe_getitem
+    allowed["operator.getitem"] = _safe_getitem
     allowed["_codecs.encode"] = _safe_encode
     allowed["copyreg._reconstructor"] = _safe_reconstructor
     allowed["copyreg.__newobj__"] = _safe_newobj
