@@ -281,7 +281,7 @@ def test_typing_annotations_are_inert_records():
     import pickle
     import typing
 
-    data = pickle.dumps({"a": typing.Any, "b": typing.Optional[int], "c": list[int], "n": type(None)},
+    data = pickle.dumps({"a": typing.Any, "b": typing.Optional[int], "c": list[int], "n": type(None)},  # noqa: UP045
                         protocol=2)
     loaded = su.loads(data)
     assert loaded["n"] is type(None)

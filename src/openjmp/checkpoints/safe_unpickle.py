@@ -12,17 +12,17 @@ callable is by naming a global, so this is the single gate):
 1. **materialised** -- a short allow-list of plain-data constructors: tensor/parameter rebuilders
    from ``torch._utils`` (wrapped: backward hooks and Python state must be empty), storages,
    dtypes, ``torch.Size``/``torch.device``; ``OrderedDict``/``Counter``/``deque``/``defaultdict``;
-   builtin containers and numbers, ``type(x)``; ``bytes`` via ``_codecs.encode`` (latin-1 only); numpy arrays,
-   scalars and dtypes; ``datetime`` values; ``pathlib`` paths (as *pure* paths, which never touch
+   builtin containers and numbers, ``type(x)``; ``bytes`` via ``_codecs.encode`` (latin-1
+   only); numpy arrays, scalars and dtypes; ``datetime`` values; ``pathlib`` paths (as *pure* paths, which never touch
    the file system); and ``copyreg``/``getattr``/``operator.getitem`` helpers rewritten so that
    they only ever act on placeholders.
 2. **placeholder** -- any other class from outside the standard library, torch and numpy (the
    original project's configs, ``lightning``, ``omegaconf``, ``pydantic``, a class defined in some
    script), plus a few inert standard-library record types (``argparse.Namespace``,
    ``types.SimpleNamespace``, ``enum``, ``typing`` forms, ``uuid.UUID``, ``decimal``,
-   ``fractions``). The module is never imported; the name becomes a :class:`PlaceholderGlobal`, which is *not callable*. When
-   the pickle "calls" or "constructs" it, the unpickler itself records the arguments and the state
-   in an inert :class:`PlaceholderObject`. :func:`to_plain_data` turns those into plain dicts.
+   ``fractions``). The module is never imported; the name becomes a :class:`PlaceholderGlobal`,
+   which is *not callable*. When the pickle "calls" or "constructs" it, the unpickler itself
+   records the arguments and the state in an inert :class:`PlaceholderObject`. :func:`to_plain_data` turns those into plain dicts.
    Classes of torch and numpy outside the allow-list (an optimizer or LR-scheduler object that
    Lightning pickled into ``lr_schedulers``, a module class) are placeholders too.
 3. **refused** -- every other global of the standard library (``os.system``, ``builtins.eval``,
