@@ -13,7 +13,12 @@ import torch
 from ase.build import molecule
 
 from openjmp.checkpoints import format as fmt
-from openjmp.checkpoints.errors import CheckpointError, CheckpointReadError, UnsafeCheckpointError
+from openjmp.checkpoints.errors import (
+    CheckpointError,
+    CheckpointKeyError,
+    CheckpointReadError,
+    UnsafeCheckpointError,
+)
 from openjmp.data.graphs.goc import GOCGraphSettings, build_goc_graphs
 from openjmp.models import registry
 
@@ -151,3 +156,12 @@ def test_foreign_and_broken_files_are_refused_clearly(tmp_path):
         fmt.load_model_file(cut)
     with pytest.raises(CheckpointReadError, match="no such model file"):
         fmt.load_model_file(tmp_path / "absent.pt")
+
+
+def test_partial_head_in_file_is_an_error(tmp_path):
+    model = _mini(finetune_energy=True)
+    path = tmp_path / "m.pt"
+    sd = {k: v for k, v in model.state_dict().items() if k != "out_energy.4.weight"}
+    fmt.save_model(path, model.model_config, sd, normalization={}, heads={})
+    with pytest.raises(CheckpointKeyError, match=r"1 missing: out_energy\.4\.weight"):
+        registry.load_model(path)

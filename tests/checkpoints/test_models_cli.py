@@ -71,6 +71,15 @@ def test_convert_then_load_gives_the_same_model(tmp_path, throwaway_module, caps
         for key in a:
             torch.testing.assert_close(b[key], a[key], rtol=0, atol=0)
 
+    # a fine-tuning model from the converted pre-training file: backbone loaded, new energy head
+    ft = registry.create_model("openjmp-mini", checkpoint_path=out, num_pretrain_tasks=0,
+                               finetune_energy=True, regress_forces=False, direct_forces=False)
+    ft_sd = canonical_state_dict(ft.state_dict())
+    assert any(k.startswith("out_energy.") for k in ft_sd)
+    for key, value in ft_sd.items():
+        if not key.startswith("out_energy."):
+            torch.testing.assert_close(value, a[key], rtol=0, atol=0)
+
     assert main(["models", "inspect", str(src), "--preset", "openjmp-mini", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["variant"] == "openjmp-mini" and info["epoch"] == 3 and info["used_ema"] is True

@@ -297,8 +297,10 @@ def pretraining_key_spec(name: str):
 
 
 def load_model_weights(model: nn.Module, path: str | Path, use_ema: bool = True) -> Any:
-    """Load an openjmp model file's weights into ``model`` (strict, up to dropped force outputs
-    and absent heads); returns the :class:`~openjmp.checkpoints.format.ModelFile`."""
+    """Load an openjmp model file's weights into ``model``; returns the
+    :class:`~openjmp.checkpoints.format.ModelFile`. Strict on embedding and backbone; the file's
+    force-output and head weights are skipped when the model has no such modules, and heads
+    absent from the file keep their initialisation."""
     from openjmp.checkpoints.errors import CheckpointKeyError
     from openjmp.checkpoints.format import load_model_file
     from openjmp.models.gemnet_oc.keys import canonical_state_dict, with_aliases
@@ -306,7 +308,11 @@ def load_model_weights(model: nn.Module, path: str | Path, use_ema: bool = True)
     mf = load_model_file(path)
     weights = canonical_state_dict(mf.weights(use_ema=use_ema), check=False)
     model_keys = canonical_state_dict(model.state_dict(), check=False)
-    missing = [k for k in model_keys if k not in weights]
+    # heads the file does not have at all keep their initialisation (a pre-training file loaded
+    # into a fine-tuning model); a head the file has only in part is an error
+    absent_heads = tuple(p for p in ("out_energy.", "out_forces.", "output.")
+                         if not any(k.startswith(p) for k in weights))
+    missing = [k for k in model_keys if k not in weights and not k.startswith(absent_heads or ("\0",))]
     unexpected = [k for k in weights if k not in model_keys]
     wrong = [f"{k} {tuple(weights[k].shape)} (model {tuple(v.shape)})"
              for k, v in model_keys.items() if k in weights and weights[k].shape != v.shape]
