@@ -349,7 +349,7 @@ def _meta_checkpoint(tmp_path, spec, name, mutate=None, sum_value=False):
 
 
 @pytest.mark.parametrize("variant", ["jmp-s", "jmp-l"])
-def test_full_layouts_are_detected_and_loaded(tmp_path, variant):
+def test_full_layouts_are_detected_and_loaded(tmp_path, variant, shared_dir):
     spec = jmp.published_key_spec(variant)
     path = _meta_checkpoint(tmp_path, spec, f"{variant}.ckpt", sum_value=(variant == "jmp-l"))
     ckpt = jmp.load_jmp_checkpoint(path)
@@ -359,6 +359,12 @@ def test_full_layouts_are_detected_and_loaded(tmp_path, variant):
     assert ckpt.config_differences == {"num_blocks": (0, preset.num_blocks)}
     expected = [e.name for e in spec.entries if e.alias_of is None and e.group != "task_step_counters"]
     assert list(ckpt.state_dict) == expected
+    hparams = json.loads((shared_dir / "reference" / "gemnet_oc" / f"hparams_{variant.replace('-', '_')}.json").read_text())
+    norm = ckpt.pretrain_normalization()
+    for task in hparams["pretraining"]["tasks_in_head_order"]:
+        assert norm[task["name"]]["energy"]["std"] == task["normalization"]["y"]["std"]
+        assert norm[task["name"]]["forces"]["std"] == task["normalization"]["force"]["std"]
+    assert list(norm) == list(spec.task_order)
     finetune = ckpt.finetune_state_dict()
     assert len(finetune) == sum(
         1 for e in spec.entries if e.finetune_dropped_reason is None and e.alias_of is None

@@ -2,8 +2,8 @@
 
 Reading a 3.7 GB Lightning checkpoint through the restricted unpickler is slower than a
 ``weights_only`` load and keeps optimizer moments on disk that nobody needs; converting once
-gives a file with the chosen weights (EMA by default), the preset's model config and the
-pre-training task names, which ``create_model(name, checkpoint_path=...)`` and ``load_model``
+gives a file with the chosen weights (EMA by default), the preset's model config, the
+pre-training task names and (JMP-S / JMP-L) the pre-training heads' normalisation, which ``create_model(name, checkpoint_path=...)`` and ``load_model``
 read directly.
 """
 
@@ -58,5 +58,7 @@ def convert_jmp_checkpoint(
     }
     heads = {"pretrain_tasks": list(ckpt.task_names), "pretrain_energy_reduction": "sum",
              "pretrain_forces": "direct"}
-    return save_model(destination, model_config, ckpt.state_dict, normalization={}, heads=heads,
-                      extra=extra)
+    pretrain = ckpt.pretrain_normalization()
+    normalization = {"pretrain": pretrain} if pretrain else {}
+    return save_model(destination, model_config, ckpt.state_dict, normalization=normalization,
+                      heads=heads, extra=extra)

@@ -47,6 +47,7 @@ __all__ = [
     "KeySpec",
     "JMPCheckpoint",
     "published_key_spec",
+    "published_pretrain_tasks",
     "key_spec_from_state_dict",
     "ema_parameter_keys",
     "check_state_dict",
@@ -196,6 +197,15 @@ def published_key_spec(variant: str) -> KeySpec:
         entries=tuple(_entry_from_json(e) for e in data["entries"]),
         task_order=tuple(data.get("task_order", ())),
     )
+
+
+@cache
+def published_pretrain_tasks() -> tuple[dict[str, Any], ...]:
+    """JMP's pre-training tasks in head order with their normalisation (packaged JSON):
+    ``{"name", "head_index", "energy": {"mean", "std"}, "forces": {"mean", "std"},
+    "energy_reduction", "linear_reference", "graph"}`` (energies eV, forces eV/Å)."""
+    text = (resources.files("openjmp.checkpoints") / "data" / "jmp_pretrain_tasks.json").read_text()
+    return tuple(json.loads(text)["tasks"])
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -355,6 +365,18 @@ class JMPCheckpoint:
     ema_decay: float | None = None
     hyper_parameters: Any = None  # plain data (placeholders turned into dicts)
     placeholders: list[str] = field(default_factory=list)
+
+    def pretrain_normalization(self) -> dict[str, dict[str, Any]]:
+        """Per pre-training head: energy/forces mean and std (eV, eV/Å) that turn the head's
+        normalised outputs into physical units; empty for layouts other than JMP-S / JMP-L."""
+        if self.variant not in PUBLISHED_VARIANTS:
+            return {}
+        tasks = published_pretrain_tasks()
+        if tuple(t["name"] for t in tasks) != self.task_names:
+            return {}
+        return {t["name"]: {"energy": dict(t["energy"]), "forces": dict(t["forces"]),
+                            "energy_reduction": t["energy_reduction"],
+                            "linear_reference": t["linear_reference"]} for t in tasks}
 
     def backbone_state_dict(self) -> dict[str, torch.Tensor]:
         """Embedding + backbone (everything but the pre-training heads)."""
