@@ -115,3 +115,14 @@ def test_failed_writer_leaves_no_file(tmp_path):
         atomic_write_with(target, broken)
     assert target.read_bytes() == b"previous complete file"
     assert [p.name for p in tmp_path.iterdir()] == ["data.h5"]
+
+
+def test_cli_generates_a_domain(tmp_path):
+    from openjmp.cli.main import main
+
+    rc = main(["data", "generate", "--suite", "mini", "--size", "tiny", "--out", str(tmp_path),
+               "--domains", "mini-matbench", "--workers", "1", "--no-progress"])
+    assert rc == 0
+    info = read_card_info(tmp_path / "mini-matbench")
+    assert info["counts"]["structures"] == 6
+    assert not (tmp_path / ".cache").exists()  # removed once the dataset is complete
