@@ -126,3 +126,17 @@ def test_cli_generates_a_domain(tmp_path):
     info = read_card_info(tmp_path / "mini-matbench")
     assert info["counts"]["structures"] == 6
     assert not (tmp_path / ".cache").exists()  # removed once the dataset is complete
+
+
+def test_interrupted_domain_resumes_from_its_cache(tmp_path, monkeypatch):
+    from openjmp.data.generate import matbench
+
+    first = generate_domain("mini-matbench", tmp_path / "a", size="tiny", seed=0,
+                            progress=False, keep_cache=True)
+    assert list((tmp_path / "a" / ".cache").iterdir())
+    # a second run must not compute anything: every chunk is cached
+    monkeypatch.setattr(matbench, "work", _must_not_run)
+    again = generate_domain("mini-matbench", tmp_path / "a", size="tiny", seed=0,
+                            progress=False)
+    assert again["counts"] == first["counts"]
+    assert not (tmp_path / "a" / ".cache").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import logging
@@ -45,8 +46,10 @@ def generate_domain(name: str, out_dir: Path, *, size: str = "small", seed: int 
         raise ValueError(f"unknown size {size!r}; choose from {SIZES}")
     mod = domain_module(name)
     target = Path(out_dir) / name
-    cache = Path(out_dir) / ".cache" / f"{name}-{size}-seed{seed}"
     items = mod.plan(size, seed)
+    # the plan's hash in the cache name: a changed plan never reuses stale chunks
+    plan_hash = hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:12]
+    cache = Path(out_dir) / ".cache" / f"{name}-{size}-seed{seed}-{plan_hash}"
     t0 = time.perf_counter()
     results = run_items(_timed_work, [{"_module": DOMAINS[name], **it} for it in items],
                         seed=seed, domain=name, cache_dir=cache, workers=workers,
