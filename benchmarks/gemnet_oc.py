@@ -16,7 +16,8 @@ fp32 matmul peak measured in the same run (best of 2048^3 and 11730x512x512 ``to
 the process peak RSS after each case. Writes ``benchmarks/results/gemnet_oc.json``.
 
 Usage: python benchmarks/gemnet_oc.py [--quick] [--threads 1 2] [--repeats N] [--sizes ...]
-``--quick``: 1 thread, 1 repeat, batch8 cases + the 100-atom cell only.
+``--quick``: 1 thread, 1 repeat, batch8 cases + the 100-atom cell only. The glibc allocator is
+tuned (``openjmp.models.cpu_malloc``) unless ``--no-malloc-tuning``.
 """
 
 from __future__ import annotations
@@ -180,7 +181,14 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="*", default=None,
                         help="bulk cell sizes (atoms) for the scaling cases")
     parser.add_argument("--cases", nargs="*", default=["train", "infer_direct", "infer_grad"])
+    parser.add_argument("--no-malloc-tuning", action="store_true",
+                        help="keep glibc's default mmap threshold (see openjmp.models.cpu_malloc)")
     args = parser.parse_args()
+    malloc_tuned = False
+    if not args.no_malloc_tuning:
+        from openjmp.models.cpu_malloc import tune_cpu_allocator
+
+        malloc_tuned = tune_cpu_allocator()
     threads = args.threads or ([1] if args.quick else [1, 2])
     repeats = args.repeats or (1 if args.quick else 5)
     sizes = args.sizes if args.sizes is not None else ([100] if args.quick else [100, 1000, 5000])
@@ -195,6 +203,7 @@ def main() -> None:
         "model": "JMP-S (src/openjmp/configs/models/jmp_s.yaml)", "dtype": "float32",
         "graphs": "cutoff 12 A; max neighbours main 30, a2ee2a 20, qint 8, a2a 1000; all tags 2",
         "batch": "shared/bench/batch8.extxyz", "repeats": repeats, "warmup": 1,
+        "malloc_tuned": malloc_tuned,
         "num_parameters": sum(p.numel() for p in model.parameters()),
         "batch8_edges": {"main": graphs.main.num_edges, "a2a": graphs.a2a.num_edges,
                          "a2ee2a": graphs.a2ee2a.num_edges, "qint": graphs.qint.num_edges},

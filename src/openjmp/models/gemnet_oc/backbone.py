@@ -28,6 +28,7 @@ from openjmp.models.gemnet_oc.indices import (
     TripletIndex,
     inner_index,
     mixed_triplets,
+    padded_index,
     quadruplets,
     symmetrize_main,
     triplets,
@@ -62,6 +63,14 @@ class ModelGraphs:
     trip_a2e: TripletIndex
     trip_e2a: TripletIndex
     quad: QuadrupletIndex
+    # padded gather indices (see layers.gather_padded), computed once per forward pass
+    e2e_pad: torch.Tensor  # (E, K) -> main edge rows
+    a2e_pad: torch.Tensor  # (E, K) -> a2ee2a edge rows
+    e2a_pad: torch.Tensor  # (E_ae, K) -> main edge rows
+    e2a_atom_pad: torch.Tensor  # (N, K2) -> a2ee2a edge rows
+    a2a_pad: torch.Tensor  # (N, K) -> atom rows (a2a sources)
+    quad_in_pad: torch.Tensor  # (E_qint, K_i) -> input-triplet rows
+    quad_z_pad: torch.Tensor  # (E, K_o) -> rows of the (E_qint * K_t) stage-1 results
 
 
 @dataclass
@@ -112,6 +121,25 @@ def build_model_graphs(pos: torch.Tensor, cell: torch.Tensor, batch: torch.Tenso
                               num_atoms)
     trip_e2a = mixed_triplets(sym.edge_index, sym.cell_offset, ae.edge_index, ae.cell_offset,
                               num_atoms)
+    num_main, num_ae, num_qint = sym.edge_index.shape[1], ae.edge_index.shape[1], qi.edge_index.shape[1]
+    a2a_rank = inner_index(graphs.a2a.edge_index[1], num_atoms)
+    ae_rank = inner_index(ae.edge_index[1], num_atoms)
+    k_t = int(quad.tout_rank_qint.max()) + 1 if quad.tout_rank_qint.numel() else 0
+    pads = dict(
+        e2e_pad=padded_index(trip_e2e.out, trip_e2e.out_agg, num_main, rows=trip_e2e.in_,
+                             num_rows=num_main),
+        a2e_pad=padded_index(trip_a2e.out, trip_a2e.out_agg, num_main, rows=trip_a2e.in_,
+                             num_rows=num_ae),
+        e2a_pad=padded_index(trip_e2a.out, trip_e2a.out_agg, num_ae, rows=trip_e2a.in_,
+                             num_rows=num_main),
+        e2a_atom_pad=padded_index(ae.edge_index[1], ae_rank, num_atoms),
+        a2a_pad=padded_index(graphs.a2a.edge_index[1], a2a_rank, num_atoms,
+                             rows=graphs.a2a.edge_index[0], num_rows=num_atoms),
+        quad_in_pad=padded_index(quad.triplet_in.out, quad.tin_rank, num_qint),
+        quad_z_pad=padded_index(quad.triplet_out.out, quad.tout_rank_main, num_main,
+                                rows=quad.triplet_out.in_ * k_t + quad.tout_rank_qint,
+                                num_rows=num_qint * k_t),
+    )
     return ModelGraphs(
         main_edge_index=sym.edge_index,
         main_cell_offset=sym.cell_offset,
@@ -121,12 +149,12 @@ def build_model_graphs(pos: torch.Tensor, cell: torch.Tensor, batch: torch.Tenso
         id_swap=sym.id_swap,
         a2a_edge_index=graphs.a2a.edge_index,
         a2a_distance=a2a_dist,
-        a2a_target_rank=inner_index(graphs.a2a.edge_index[1], num_atoms),
+        a2a_target_rank=a2a_rank,
         a2ee2a_edge_index=ae.edge_index,
         a2ee2a_cell_offset=ae.cell_offset,
         a2ee2a_distance=ae_dist,
         a2ee2a_vector=ae_vec,
-        a2ee2a_target_rank=inner_index(ae.edge_index[1], num_atoms),
+        a2ee2a_target_rank=ae_rank,
         qint_edge_index=qi.edge_index,
         qint_cell_offset=qi.cell_offset,
         qint_distance=qi_dist,
@@ -135,6 +163,7 @@ def build_model_graphs(pos: torch.Tensor, cell: torch.Tensor, batch: torch.Tenso
         trip_a2e=trip_a2e,
         trip_e2a=trip_e2a,
         quad=quad,
+        **pads,
     )
 
 

@@ -124,6 +124,19 @@ def dihedral_angle(u: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return torch.atan2(y, x)
 
 
+def _padded_dihedral_basis(y_theta: torch.Tensor, q) -> torch.Tensor:
+    """Y_k(cos dihedral) per quadruplet -> (E_qint, K_t * S, K_i): row block = output triplet
+    (rank within its qint edge), column = input triplet (rank within its qint edge); the
+    excluded c == d quadruplets stay zero."""
+    s = y_theta.shape[1]
+    k_t = int(q.tout_rank_qint.max()) + 1 if q.tout_rank_qint.numel() else 0
+    k_i = int(q.tin_rank.max()) + 1 if q.tin_rank.numel() else 0
+    t = q.trip_out_to_quad
+    pad = y_theta.new_zeros((q.num_qint, k_t, s, k_i))
+    pad[q.triplet_out.in_[t], q.tout_rank_qint[t], :, q.tin_rank[q.trip_in_to_quad]] = y_theta
+    return pad.reshape(q.num_qint, k_t * s, k_i)
+
+
 @dataclass
 class BasesOutput:
     m: torch.Tensor  # (E, emb_edge) initial edge embedding
@@ -131,8 +144,9 @@ class BasesOutput:
     output: torch.Tensor  # (E, emb_rbf)
     qint_rad: torch.Tensor  # (E, emb_rbf)
     qint_cir: torch.Tensor  # (T_qin, emb_cbf)
-    # (E, emb_sbf, S^2) radial part; Y_l(cos angle_cab) per output triplet (T_out, S);
-    # Y_k(cos dihedral) per quadruplet (Q, S): the legendre_outer basis in factorised form
+    # legendre_outer basis in factorised form (see interaction.quadruplet_aggregate):
+    # (E, emb_sbf, S^2) radial part; Y_l(cos angle_cab) padded per main edge (E, S, K_o);
+    # Y_k(cos dihedral) padded per qint edge (E_qint, K_t * S, K_i)
     qint_sph: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
     e2e_rad: torch.Tensor  # (E, emb_rbf)
     e2e_cir: tuple[torch.Tensor, torch.Tensor]  # (E, emb_cbf, S), (E, S, K)
@@ -231,7 +245,9 @@ class Bases(nn.Module):
             output=self.mlp_rbf_out(rbf_main),
             qint_rad=self.mlp_rbf_qint(rbf_main),
             qint_cir=self.mlp_cbf_qint.per_triplet(rad_cqint, cir_qint, q.triplet_in.out),
-            qint_sph=(self.mlp_sbf_qint.radial(rad_sqint), y_cab, y_theta),
+            qint_sph=(self.mlp_sbf_qint.radial(rad_sqint),
+                      padded_basis(y_cab, q.triplet_out.out, q.tout_rank_main, num_main),
+                      _padded_dihedral_basis(y_theta, q)),
             e2e_rad=self.mlp_rbf_tint(rbf_main),
             e2e_cir=(self.mlp_cbf_tint.radial(rad_tint),
                      padded_basis(cir_tint, t.out, t.out_agg, num_main)),

@@ -39,6 +39,22 @@ def inner_index(group: torch.Tensor, num_groups: int) -> torch.Tensor:
     return rank
 
 
+def padded_index(outer: torch.Tensor, inner: torch.Tensor, num_outer: int, k: int | None = None,
+                 rows: torch.Tensor | None = None, num_rows: int | None = None) -> torch.Tensor:
+    """(num_outer, k) long index for a zero-padded gather: entry [outer[i], inner[i]] = rows[i]
+    (default i), all other entries = ``num_rows`` (the zero row appended by
+    :func:`openjmp.models.gemnet_oc.layers.gather_padded`)."""
+    n = outer.shape[0]
+    if k is None:
+        k = int(inner.max()) + 1 if n > 0 else 0
+    if rows is None:
+        rows = torch.arange(n, device=outer.device)
+    sentinel = n if num_rows is None else num_rows
+    idx = torch.full((num_outer, k), sentinel, dtype=torch.long, device=outer.device)
+    idx[outer, inner] = rows
+    return idx
+
+
 def _csr_by(index: torch.Tensor, num_groups: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Stable CSR grouping: (permutation sorted by index, counts per group, start pointer)."""
     perm = torch.sort(index, stable=True).indices

@@ -21,7 +21,7 @@ from openjmp.models.gemnet_oc.layers import (
     EfficientInteractionBilinear,
     ResidualLayer,
     ScaleFactor,
-    padded,
+    gather_padded,
 )
 
 
@@ -53,18 +53,18 @@ class TripletInteraction(nn.Module):
             self.up_projection_ac = Dense(emb_size_trip_out, emb_size_out, activation=activation)
 
     def forward(self, m: torch.Tensor, rad: torch.Tensor,
-                cir: tuple[torch.Tensor, torch.Tensor], idx_in: torch.Tensor,
-                idx_out: torch.Tensor, idx_out_agg: torch.Tensor,
+                cir: tuple[torch.Tensor, torch.Tensor], pad_index: torch.Tensor,
                 id_swap: torch.Tensor | None = None, expand_idx: torch.Tensor | None = None,
-                idx_agg2: torch.Tensor | None = None, idx_agg2_inner: torch.Tensor | None = None,
-                agg2_out_size: int | None = None) -> torch.Tensor:
+                agg2_index: torch.Tensor | None = None) -> torch.Tensor:
+        """m: input features (edges, or atoms with ``expand_idx`` mapping them to the edges of
+        ``rad``); pad_index (E_out, K): rows of those edges per output edge (the triplet ``in``
+        sets, padded); agg2_index (N, K2): output edges per atom (edge-to-atom)."""
         x_ba = self.dense_ba(m)
         if expand_idx is not None:
             x_ba = x_ba[expand_idx]
         x_ba = self.scale_rbf(x_ba * self.mlp_rbf(rad))
-        x_ba = self.down_projection(x_ba)[idx_in]
-        x = self.mlp_cbf(cir[0], cir[1], x_ba, idx_out, idx_out_agg, idx_agg2, idx_agg2_inner,
-                         agg2_out_size)
+        x_ba = self.down_projection(x_ba)
+        x = self.mlp_cbf(cir[0], cir[1], x_ba, pad_index, agg2_index)
         x = self.scale_cbf_sum(x)
         if self.symmetric_mp:
             return (self.up_projection_ca(x) + self.up_projection_ac(x)[id_swap]) * INV_SQRT_2
@@ -90,54 +90,43 @@ class QuadrupletInteraction(nn.Module):
         self.up_projection_ca = Dense(emb_size_quad_out, emb_size_edge, activation=activation)
         self.up_projection_ac = Dense(emb_size_quad_out, emb_size_edge, activation=activation)
 
-    def forward(self, m: torch.Tensor, bases: BasesOutput, quad, id_swap: torch.Tensor
-                ) -> torch.Tensor:
+    def forward(self, m: torch.Tensor, bases: BasesOutput, quad, quad_in_pad: torch.Tensor,
+                quad_z_pad: torch.Tensor, id_swap: torch.Tensor) -> torch.Tensor:
         x_db = self.dense_db(m)
         x_db = self.scale_rbf(x_db * self.mlp_rbf(bases.qint_rad))
         x_db = self.down_projection(x_db)[quad.triplet_in.in_]  # (T_in, quad_in)
         x_db = self.scale_cbf(x_db * self.mlp_cbf(bases.qint_cir))
-        rad_w, y_cab, y_theta = bases.qint_sph
-        sph_m = quadruplet_aggregate(y_cab, y_theta, x_db, quad)  # (E, S^2, quad_in)
+        rad_w, yl_pad, y_pad = bases.qint_sph
+        sph_m = quadruplet_aggregate(yl_pad, y_pad, x_db, quad_in_pad, quad_z_pad)
         x = torch.matmul(rad_w, sph_m)  # (E, emb_sbf, quad_in)
         x = self.mlp_sbf.bilinear(x.reshape(x.shape[0], -1))
         x = self.scale_sbf_sum(x)
         return (self.up_projection_ca(x) + self.up_projection_ac(x)[id_swap]) * INV_SQRT_2
 
 
-def quadruplet_aggregate(y_cab: torch.Tensor, y_theta: torch.Tensor, x_in: torch.Tensor,
-                         quad) -> torch.Tensor:
+def quadruplet_aggregate(yl_pad: torch.Tensor, y_pad: torch.Tensor, x_in: torch.Tensor,
+                         quad_in_pad: torch.Tensor, quad_z_pad: torch.Tensor) -> torch.Tensor:
     """sum over the quadruplets q of each main edge of (Y_l(cab_q) Y_k(theta_q)) x[q].
 
     Same value as the original (legendre_outer basis padded per edge, times the messages
     gathered per quadruplet), but factorised: a quadruplet is (output triplet t = (c->a, b->a),
     input triplet i = (d->b, b->a)); Y_l depends only on t, the message only on i. So
     1. per qint edge b->a: Z[t] = sum_i Y_k(theta_(t,i)) x[i]  — one (K_t*S, K_i) @ (K_i, in)
-       matmul per qint edge (excluded c == d quadruplets are zeros in the padded basis);
+       matmul per qint edge (excluded c == d quadruplets are zeros in ``y_pad``);
     2. per main edge c->a: out[l, k] = sum_t Y_l(cab_t) Z[t, k]  — (S, K_o) @ (K_o, S*in).
     Returns (E, S*S, in) with index l*S + k, as the original's sph @ m.
 
-    y_cab (T_out, S); y_theta (Q, S); x_in (T_in, in) messages of the input triplets.
+    yl_pad (E, S, K_o); y_pad (E_qint, K_t*S, K_i); x_in (T_in, in) input-triplet messages;
+    quad_in_pad (E_qint, K_i), quad_z_pad (E, K_o): padded gather indices.
     """
-    s = y_cab.shape[1]
+    num_main, s, _ = yl_pad.shape
+    num_qint = y_pad.shape[0]
     n_in = x_in.shape[1]
-    t_out = quad.triplet_out
-    num_qint, num_main = quad.num_qint, quad.num_main
-    k_i = int(quad.tin_rank.max()) + 1 if quad.tin_rank.numel() else 0
-    k_t = int(quad.tout_rank_qint.max()) + 1 if quad.tout_rank_qint.numel() else 0
-    k_o = int(quad.tout_rank_main.max()) + 1 if quad.tout_rank_main.numel() else 0
-    # stage 1, per qint edge
-    x_pad = padded(x_in, quad.triplet_in.out, quad.tin_rank, num_qint, k_i)  # (Eq, Ki, in)
-    t = quad.trip_out_to_quad
-    qedge = t_out.in_[t]
-    y_pad = y_theta.new_zeros((num_qint, k_t, s, k_i))
-    y_pad[qedge, quad.tout_rank_qint[t], :, quad.tin_rank[quad.trip_in_to_quad]] = y_theta
-    y_pad = y_pad.reshape(num_qint, k_t * s, k_i)
-    z = torch.matmul(y_pad, x_pad).reshape(num_qint, k_t, s * n_in)
-    z_t = z[t_out.in_, quad.tout_rank_qint]  # (T_out, S*in)
-    # stage 2, per main edge
-    z_pad = padded(z_t, t_out.out, quad.tout_rank_main, num_main, k_o)  # (E, Ko, S*in)
-    yl_pad = padded(y_cab, t_out.out, quad.tout_rank_main, num_main, k_o)  # (E, Ko, S)
-    out = torch.matmul(yl_pad.transpose(1, 2), z_pad)  # (E, S, S*in)
+    x_pad = gather_padded(x_in, quad_in_pad)  # (Eq, Ki, in)
+    z = torch.matmul(y_pad, x_pad)  # (Eq, Kt*S, in)
+    z = z.reshape(-1, s * n_in) if num_qint > 0 else z.new_zeros((0, s * n_in))
+    z_pad = gather_padded(z, quad_z_pad)  # (E, Ko, S*in)
+    out = torch.matmul(yl_pad, z_pad)  # (E, S, S*in)
     return out.reshape(num_main, s * s, n_in)
 
 
@@ -152,11 +141,11 @@ class PairInteraction(nn.Module):
         self.down_projection = Dense(emb_size_atom, emb_size_pair_in, activation=activation)
         self.up_projection = Dense(emb_size_pair_out, emb_size_atom, activation=activation)
 
-    def forward(self, h: torch.Tensor, rad_basis: torch.Tensor, edge_index: torch.Tensor,
-                target_rank: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, rad_basis: torch.Tensor, pad_index: torch.Tensor
+                ) -> torch.Tensor:
+        """rad_basis (N, emb_rbf, K); pad_index (N, K): source atom of each a2a edge."""
         num_atoms = h.shape[0]
-        x_ba = self.down_projection(h)[edge_index[0]]
-        x_pad = padded(x_ba, edge_index[1], target_rank, num_atoms, rad_basis.shape[2])
+        x_pad = gather_padded(self.down_projection(h), pad_index)  # (N, K, pair_in)
         x = torch.matmul(rad_basis, x_pad)  # (N, emb_rbf, pair_in)
         h_out = self.scale_rbf_sum(self.bilinear(x.reshape(num_atoms, -1)))
         return self.up_projection(h_out)
@@ -268,22 +257,15 @@ class InteractionBlock(nn.Module):
 
     def forward(self, h: torch.Tensor, m: torch.Tensor, bases: BasesOutput, g
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        num_atoms = h.shape[0]
         x_ca_skip = self.dense_ca(m)
-        t = g.trip_e2e
-        x_e2e = self.trip_interaction(m, bases.e2e_rad, bases.e2e_cir, t.in_, t.out, t.out_agg,
+        x_e2e = self.trip_interaction(m, bases.e2e_rad, bases.e2e_cir, g.e2e_pad,
                                       id_swap=g.id_swap)
-        x_qint = self.quad_interaction(m, bases, g.quad, g.id_swap)
-        ta = g.trip_a2e
-        x_a2e = self.atom_edge_interaction(h, bases.a2e_rad, bases.a2e_cir, ta.in_, ta.out,
-                                           ta.out_agg, id_swap=g.id_swap,
-                                           expand_idx=g.a2ee2a_edge_index[0])
-        te = g.trip_e2a
-        h_e2a = self.edge_atom_interaction(m, bases.e2a_rad, bases.e2a_cir, te.in_, te.out,
-                                           te.out_agg, idx_agg2=g.a2ee2a_edge_index[1],
-                                           idx_agg2_inner=g.a2ee2a_target_rank,
-                                           agg2_out_size=num_atoms)
-        h_a2a = self.atom_interaction(h, bases.a2a_rad, g.a2a_edge_index, g.a2a_target_rank)
+        x_qint = self.quad_interaction(m, bases, g.quad, g.quad_in_pad, g.quad_z_pad, g.id_swap)
+        x_a2e = self.atom_edge_interaction(h, bases.a2e_rad, bases.a2e_cir, g.a2e_pad,
+                                           id_swap=g.id_swap, expand_idx=g.a2ee2a_edge_index[0])
+        h_e2a = self.edge_atom_interaction(m, bases.e2a_rad, bases.e2a_cir, g.e2a_pad,
+                                           agg2_index=g.e2a_atom_pad)
+        h_a2a = self.atom_interaction(h, bases.a2a_rad, g.a2a_pad)
 
         x = (x_ca_skip + x_e2e + x_qint + x_a2e) * self.inv_sqrt_num_eint
         h = (h + h_e2a + h_a2a) * self.inv_sqrt_num_aint

@@ -15,13 +15,32 @@ from torch import nn
 INV_SQRT_2 = 1.0 / math.sqrt(2.0)
 
 
+SILU_SCALE = 1.0 / 0.6
+
+
+class _ScaledSiLUFunction(torch.autograd.Function):
+    """silu(x) * (1/0.6) with one output allocation (in-place scale) and a fused backward."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return torch.nn.functional.silu(x).mul_(SILU_SCALE)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return torch.ops.aten.silu_backward(grad * SILU_SCALE, x)
+
+
 class ScaledSiLU(nn.Module):
     """SiLU(x) / 0.6 (computed as SiLU(x) * (1/0.6), like the original)."""
 
-    scale = 1.0 / 0.6
+    scale = SILU_SCALE
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.silu(x) * self.scale
+        if torch.is_grad_enabled() and x.requires_grad:
+            return _ScaledSiLUFunction.apply(x)
+        return torch.nn.functional.silu(x).mul_(SILU_SCALE)
 
 
 def make_activation(name: str | None) -> nn.Module:
@@ -120,6 +139,13 @@ def padded(values: torch.Tensor, outer: torch.Tensor, inner: torch.Tensor, num_o
     return out
 
 
+def gather_padded(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """values (n, *f), index (..., k) with entries in [0, n] (n = padding) -> (..., k, *f);
+    padding entries are zeros. One gather replaces "zeros + index_put" padding."""
+    pad = values.new_zeros((1,) + tuple(values.shape[1:]))
+    return torch.cat([values, pad], dim=0)[index]
+
+
 class BasisEmbedding(nn.Module):
     """Projection of a raw radial basis combined with a circular/spherical basis.
 
@@ -186,15 +212,13 @@ class EfficientInteractionBilinear(nn.Module):
         self.bilinear = Dense(emb_size_in * emb_size_interm, emb_size_out, activation=None)
 
     def forward(self, rad_w: torch.Tensor, sph: torch.Tensor, m: torch.Tensor,
-                idx_agg_outer: torch.Tensor, idx_agg_inner: torch.Tensor,
-                idx_agg2_outer: torch.Tensor | None = None,
-                idx_agg2_inner: torch.Tensor | None = None,
-                agg2_out_size: int | None = None) -> torch.Tensor:
-        num_edges = sph.shape[0]
-        m_pad = padded(m, idx_agg_outer, idx_agg_inner, num_edges, sph.shape[2])
+                pad_index: torch.Tensor, agg2_index: torch.Tensor | None = None) -> torch.Tensor:
+        """rad_w (E or N, interm, S or K2*S); sph (E, S, K); m (rows, in) message rows;
+        pad_index (E, K) rows of m per output edge (padding = rows); agg2_index (N, K2)."""
+        m_pad = gather_padded(m, pad_index)  # (E, K, in)
         sph_m = torch.matmul(sph, m_pad)  # (E, S, in)
-        if idx_agg2_outer is not None:
-            sph_m = padded(sph_m, idx_agg2_outer, idx_agg2_inner, agg2_out_size)
-            sph_m = sph_m.reshape(agg2_out_size, -1, sph_m.shape[-1])  # (N, K2*S, in)
+        if agg2_index is not None:
+            sph_m = gather_padded(sph_m, agg2_index)  # (N, K2, S, in)
+            sph_m = sph_m.reshape(agg2_index.shape[0], -1, sph_m.shape[-1])  # (N, K2*S, in)
         rad_sph_m = torch.matmul(rad_w, sph_m)  # (E or N, interm, in)
         return self.bilinear(rad_sph_m.reshape(rad_sph_m.shape[0], -1))
