@@ -179,17 +179,23 @@ def langevin_md(atoms: Atoms, *, temperature: float, n_frames: int, stride: int,
     from ase.md.langevin import Langevin
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
 
+    from ase.constraints import FixCom
+
     atoms = atoms.copy()
     atoms.calc = GFN2Calculator()
     MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
     Stationary(atoms)
     ZeroRotation(atoms)
+    # centre of mass fixed by a constraint (Langevin's own fixcm=True is deprecated in ASE
+    # 3.28 because it does not sample NVT exactly)
+    atoms.set_constraint(FixCom())
     dyn = Langevin(atoms, timestep=timestep_fs * fs, temperature_K=temperature,
-                   friction=friction_per_fs / fs, rng=rng, fixcm=True)
+                   friction=friction_per_fs / fs, rng=rng, fixcm=False)
     dyn.run(equilibration)
     frames = []
     for _ in range(n_frames):
         dyn.run(stride)
+        # the true GFN2 forces, not the ones FixCom projected for the integrator
         frames.append((atoms.get_positions().copy(), float(atoms.get_potential_energy()),
-                       atoms.get_forces().copy()))
+                       atoms.get_forces(apply_constraint=False).copy()))
     return frames

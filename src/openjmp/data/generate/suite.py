@@ -155,4 +155,50 @@ def generate_suite(out_dir: Path, *, size: str = "small", seed: int = 0, workers
     for name in domains or list(DOMAINS):
         out[name] = generate_domain(name, Path(out_dir), size=size, seed=seed, workers=workers,
                                     progress=progress, keep_cache=keep_cache)
+    write_suite_index(Path(out_dir))
     return out
+
+
+def write_suite_index(root: Path) -> None:
+    """``<root>/README.md``: one table row per dataset folder with a card (counts, skips,
+    worker CPU time, size on disk)."""
+    from openjmp.data.generate.writers import write_text
+
+    rows, total_cpu, sizes, seeds = [], 0.0, set(), set()
+    for name in DOMAINS:
+        if not (root / name / CARD_FILE).is_file():
+            continue
+        info = read_card_info(root / name)
+        sizes.add(info["size"])
+        seeds.add(info["seed"])
+        nbytes = sum(p.stat().st_size for p in (root / name).rglob("*") if p.is_file())
+        counts = ", ".join(f"{k} {v}" for k, v in info["counts"].items() if k != "atoms_total")
+        skipped = ", ".join(f"{k} {v}" for k, v in info["skipped"].items()) or "none"
+        total_cpu += info["generation"]["compute_seconds"]
+        rows.append(f"| [{name}]({name}/{CARD_FILE}) | {counts} | {skipped} | "
+                    f"{info['generation']['compute_seconds']:.0f} | {nbytes / 2**20:.2f} |")
+    total = sum(p.stat().st_size for p in root.rglob("*")
+                if p.is_file() and ".cache" not in p.parts and p.name != "README.md")
+    size = "/".join(sorted(sizes))
+    seed = "/".join(str(s) for s in sorted(seeds))
+    text = f"""# openjmp mini suite (`{size}`, seed {seed})
+
+Real-physics stand-ins for every dataset domain of the JMP paper, in the on-disk layouts of the
+originals (so the real readers are exercised), computed with EMT (metals, adsorbates, bulk) and
+GFN2-xTB via tblite (organic molecules). **The levels of theory are not the originals'**; where a
+layout names its level in a key (ANI-1x `wb97x_dz.*`, Transition1x `wB97x_6-31G(d).*`) the real
+key names are kept and each card says so. Regenerate with
+
+    openjmp data generate --suite mini --size {size} --seed {seed} --workers 2 --out DIR
+
+(same seed → identical data files; the cards differ only in the recorded generation times).
+Each folder holds a `{CARD_FILE}` (what, how, calculator and settings, units, counts, splits,
+seed, generation time, machine-readable summary). See also `docs/mini-suite.md`.
+
+| dataset | counts | skipped (counted reasons) | worker CPU s | MiB |
+|---|---|---|---|---|
+""" + "\n".join(rows) + f"""
+
+Total: {total / 2**20:.1f} MiB, {total_cpu / 60:.1f} min of worker CPU (one thread per worker).
+"""
+    write_text(root / "README.md", text)
