@@ -176,10 +176,9 @@ def langevin_md(atoms: Atoms, *, temperature: float, n_frames: int, stride: int,
                 rng: np.random.Generator) -> list[tuple[np.ndarray, float, np.ndarray]]:
     """GFN2 Langevin MD; returns ``n_frames`` (positions Å, energy eV, forces eV/Å) taken
     every ``stride`` steps after ``equilibration`` steps. Velocities start Maxwell-Boltzmann."""
+    from ase.constraints import FixCom
     from ase.md.langevin import Langevin
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
-
-    from ase.constraints import FixCom
 
     atoms = atoms.copy()
     atoms.calc = GFN2Calculator()
