@@ -20,7 +20,7 @@ def file_digests(folder):
 
 
 @pytest.mark.parametrize("domain", ["mini-oc20", "mini-ani1x", "mini-transition1x", "mini-qm9",
-                                    "mini-rmd17", "mini-matbench"])
+                                    "mini-rmd17", "mini-md22", "mini-matbench"])
 def test_same_seed_gives_identical_bytes(tiny_suite, tmp_path, domain):
     out, _ = tiny_suite
     # a different number of workers and chunking must not change the files either
@@ -140,3 +140,18 @@ def test_interrupted_domain_resumes_from_its_cache(tmp_path, monkeypatch):
                             progress=False)
     assert again["counts"] == first["counts"]
     assert not (tmp_path / "a" / ".cache").exists()
+
+
+def test_rerendered_card_keeps_the_recorded_summary(tiny_suite, tmp_path):
+    import shutil
+
+    from openjmp.data.generate.suite import rerender_card
+
+    out, _ = tiny_suite
+    copy = tmp_path / "mini-qm9"
+    shutil.copytree(out / "mini-qm9", copy)
+    before = read_card_info(copy)
+    (copy / CARD_FILE).write_text((copy / CARD_FILE).read_text().replace("## What", "## Wot"))
+    rerender_card(copy)
+    assert read_card_info(copy) == before
+    assert "## What" in (copy / CARD_FILE).read_text()

@@ -61,7 +61,10 @@ CARD = {
            f"the two bottom layers fixed; every {KEEP_EVERY['small']}nd relaxation frame is kept "
            f"for the small size (every frame for medium; first and last always), plus {N_RATTLED} frames of the relaxed system with Gaussian "
            f"displacements σ = {RATTLE_STD} Å on the free atoms.",
-    "calculator": "ASE EMT (ase.calculators.emt.EMT, default parameters).",
+    "calculator": "ASE EMT (ase.calculators.emt.EMT, default parameters). EMT's H, C, N, O "
+                  "parameters are rough (the method is fit for fcc metals): adsorbate "
+                  "chemistry is qualitative only; what matters here is a consistent, smooth "
+                  "potential-energy surface in the OC20 layout.",
     "units": "aselmdb rows: positions/cell Å, energy eV (total EMT energy, not an adsorption "
              "energy), forces eV/Å. Row key_value_pairs: sid (system id), fid (frame index "
              "within the system), kind ('relax' or 'rattle'); data: adsorbate, bulk, "

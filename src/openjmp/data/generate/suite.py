@@ -139,6 +139,13 @@ def write_card(target: Path, card: dict[str, str], info: dict[str, Any]) -> None
     write_text(target / CARD_FILE, "\n".join(lines))
 
 
+def rerender_card(dataset_dir: Path) -> None:
+    """Rewrite ``CARD.md`` from the domain's current card text and the card's own recorded
+    summary (for documentation fixes that do not need the data regenerated)."""
+    info = read_card_info(dataset_dir)
+    write_card(Path(dataset_dir), domain_module(info["dataset"]).CARD, info)
+
+
 def read_card_info(dataset_dir: Path) -> dict[str, Any]:
     """The machine-readable block of ``<dataset_dir>/CARD.md``."""
     text = (Path(dataset_dir) / CARD_FILE).read_text()

@@ -82,7 +82,9 @@ CARD = {
            f"climbing-image NEB until fmax {NEB_FMAX} eV/Å or the iteration cap. Frames: all images of the first iteration, "
            "then the intermediate images of every k-th iteration (Transition1x keeps every "
            "iteration); energies/forces are the true GFN2 ones (not NEB-projected). "
-           "`transition_state` = highest-energy image of the last path.",
+           "`transition_state` = highest-energy image of the last path. NEBs that hit the "
+           "iteration cap are kept (their paths are still GFN2 frames between the two "
+           "minima); the card's `converged_neb` counts the converged ones.",
     "calculator": "GFN2-xTB via tblite (accuracy 1.0, electronic temperature 300 K), neutral "
                   "closed shell.",
     "units": "Transition1x layout: `/data/<formula>/<rxnNNNN>/` with `atomic_numbers` (Na,), "
