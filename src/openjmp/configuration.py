@@ -62,8 +62,8 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
             loc = ".".join(str(p) for p in err["loc"])
             lines.append(f"  {loc}: {err['msg']}")
         raise ConfigError(f"{where}: invalid configuration\n" + "\n".join(lines)) from None
-    if path is not None and hasattr(config, "resolve_paths"):
-        config.resolve_paths(Path(path).resolve().parent)
+    if hasattr(config, "resolve_paths"):
+        config.resolve_paths(Path(path).resolve().parent if path is not None else Path.cwd())
     return config
 
 

@@ -1,0 +1,165 @@
+"""Configuration of pre-training (``openjmp pretrain --config FILE.yaml``).
+
+Defaults follow the JMP recipe (``shared/jmp-recipe.md``): AdamW lr 3e-4, betas (0.9, 0.95),
+weight decay 0.1, grad-norm clip 1.0, warm-up from 0.2·lr then cosine to 0.1·lr, EMA 0.99,
+temperature T = 2, structure-wise loss reduction, edge dropout 0.1 on the a2a graph.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class GraphConfig(_Strict):
+    """Graph settings of one dataset: one cutoff for the four GemNet-OC graphs (Å) and the main
+    graph's neighbour cap; the other caps follow JMP's proportions (a2ee2a 20/30, qint 8/30,
+    a2a 1000/30) unless given."""
+
+    cutoff: float = Field(12.0, gt=0)
+    max_neighbors: int = Field(30, ge=1)
+    max_neighbors_a2ee2a: int | None = None
+    max_neighbors_qint: int | None = None
+    max_neighbors_a2a: int | None = None
+    pbc: bool | None = None  # None: as the records say
+
+    def per_graph(self) -> dict[str, int]:
+        n = self.max_neighbors
+        return {
+            "main": n,
+            "a2ee2a": self.max_neighbors_a2ee2a or int(n * 20 / 30),
+            "qint": self.max_neighbors_qint or int(n * 8 / 30),
+            "a2a": self.max_neighbors_a2a or int(n * 1000 / 30),
+        }
+
+
+class DatasetConfig(_Strict):
+    """One pre-training dataset (= one task with its own energy and force heads)."""
+
+    name: str
+    path: Path
+    format: str | None = None  # detected from the path when omitted
+    reader_options: dict[str, Any] = Field(default_factory=dict)
+    #: a separate source for validation records (e.g. OC20's val folder); all its records are used
+    val_path: Path | None = None
+    train_split: str = "train"
+    val_split: str = "val"
+    #: fraction of records held out for validation when the source defines no splits
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+    max_train_records: int | None = Field(None, ge=1)
+    max_val_records: int | None = Field(None, ge=1)
+    graph: GraphConfig = Field(default_factory=GraphConfig)
+    energy_coefficient: float = Field(1.0, ge=0)
+    force_coefficient: float = Field(1.0, ge=0)
+    linear_reference: bool = True
+
+    def resolve(self, base: Path) -> None:
+        self.path = resolve_path(self.path, base)
+        if self.val_path is not None:
+            self.val_path = resolve_path(self.val_path, base)
+
+
+def resolve_path(path: Path, base: Path) -> Path:
+    """``asset://mini/...`` → the packaged asset; relative paths → relative to ``base``."""
+    text = str(path)
+    if text.startswith("asset:/"):
+        from importlib import resources
+
+        return Path(str(resources.files("openjmp") / "assets" / text.split(":", 1)[1].lstrip("/")))
+    return path if path.is_absolute() else (base / path).resolve()
+
+
+class ModelConfig(_Strict):
+    """Backbone: a named preset (``jmp_s``, ``jmp_l``) and/or explicit fields overriding it."""
+
+    preset: str | None = None
+    backbone: dict[str, Any] = Field(default_factory=dict)
+    head_layers: int = Field(5, ge=1)
+    edge_dropout: float = Field(0.1, ge=0, lt=1)
+
+
+class SamplerConfig(_Strict):
+    temperature: float = Field(2.0, gt=0)
+    batch_size: int = Field(8, ge=1)  # per process
+    epoch_size: int | None = Field(None, ge=1)  # structures per epoch over all processes
+    balance_atoms: bool = False
+    num_workers: int = Field(0, ge=0)
+
+    @field_validator("temperature", mode="before")
+    @classmethod
+    def _inf(cls, v):
+        return math.inf if isinstance(v, str) and v.lower() in ("inf", "infinity") else v
+
+
+class OptimConfig(_Strict):
+    lr: float = Field(3e-4, gt=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = Field(0.1, ge=0)
+    no_decay_embeddings: bool = True
+    warmup_steps: int = Field(2000, ge=0)
+    warmup_start_factor: float = Field(0.2, gt=0, le=1)
+    min_lr_factor: float = Field(0.1, ge=0, le=1)
+    #: cosine length in steps (default: max_steps)
+    cosine_steps: int | None = None
+    grad_clip_norm: float | None = Field(1.0, gt=0)
+
+
+class EMAConfig(_Strict):
+    enabled: bool = True
+    decay: float = Field(0.99, ge=0, lt=1)
+
+
+class LossConfig(_Strict):
+    reduction: Literal["structure", "atom"] = "structure"
+
+
+class TrainerConfig(_Strict):
+    max_steps: int = Field(1000, ge=1)
+    val_every_n_steps: int = Field(200, ge=1)
+    checkpoint_every_n_steps: int = Field(200, ge=1)
+    log_every_n_steps: int = Field(10, ge=1)
+    accelerator: str = "cpu"
+    devices: int | str = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    max_nan_batches: int = Field(10, ge=0)
+    max_time_minutes: float | None = Field(None, gt=0)
+    progress_bar: bool = True
+    tensorboard: bool = True
+    deterministic: bool = True
+
+
+class PretrainConfig(_Strict):
+    seed: int = 0
+    output_dir: Path = Path("runs/pretrain")
+    dtype: Literal["float32", "float64"] = "float32"
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    datasets: list[DatasetConfig]
+    sampler: SamplerConfig = Field(default_factory=SamplerConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    ema: EMAConfig = Field(default_factory=EMAConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+
+    @model_validator(mode="after")
+    def _unique_names(self):
+        names = [d.name for d in self.datasets]
+        if len(set(names)) != len(names):
+            raise ValueError(f"dataset names must be unique, got {names}")
+        if not names:
+            raise ValueError("at least one dataset is required")
+        return self
+
+    def resolve_paths(self, base: Path) -> None:
+        for d in self.datasets:
+            d.resolve(base)
+        if not self.output_dir.is_absolute():
+            self.output_dir = Path.cwd() / self.output_dir

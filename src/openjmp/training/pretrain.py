@@ -1,0 +1,494 @@
+"""Joint multi-domain pre-training (the JMP recipe) as a Lightning module and data module.
+
+One GemNet-OC backbone, one energy head and one direct-force head per dataset (task).
+Per task, targets are normalised: E' = (E - Σ ref[Z] - μ_E) / σ_E and F' = F / σ_F.
+
+Loss of a batch of B structures, structure s of task t(s) with n_s atoms:
+
+    L = (1/B) Σ_s [ c_E(t) |E'_pred - E'_s| + c_F(t) (1/n_s) Σ_{i in s} |F'_pred,i - F'_i|₂ ]
+
+(structure-wise reduction; ``loss.reduction = "atom"`` replaces the force term by the mean
+over all atoms of the batch). Being a mean over structures of per-structure terms, L is exactly
+the average of the per-process losses under DDP with equal per-process batch sizes.
+
+Determinism: the sampler's stream depends on (seed, epoch); edge dropout draws from a generator
+seeded by (seed, global step); resuming restores the optimiser, scheduler, EMA, the number of
+batches consumed and the sampler position, so a resumed run continues the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import warnings
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import ConcatDataset, DataLoader
+
+from openjmp.data.sampling import TemperatureBatchSampler
+from openjmp.data.splits import assign_splits, read_items, subsample
+from openjmp.models.gemnet_oc.config import GemNetOCConfig, load_preset
+from openjmp.models.jmp_model import JMPModel
+from openjmp.training.config import PretrainConfig
+from openjmp.training.data import GraphBatch, GraphDataset, collate_graph_batch, drop_edges, graph_settings
+from openjmp.training.ema import ExponentialMovingAverage
+from openjmp.training.losses import force_l2_distance, segment_mean
+from openjmp.training.normalization import NUM_ELEMENTS, DatasetNormalizer, fit_normalizer
+from openjmp.training.optim import parameter_groups, warmup_cosine_scheduler
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class PretrainError(ValueError):
+    """The configuration or the data cannot be used for pre-training (raised before training)."""
+
+
+def backbone_config(model_cfg) -> GemNetOCConfig:
+    """Preset (if any) + explicit backbone fields."""
+    base = load_preset(model_cfg.preset).model_dump() if model_cfg.preset else {}
+    base.update(model_cfg.backbone)
+    try:
+        return GemNetOCConfig(**base)
+    except Exception as exc:  # pydantic ValidationError: re-raise with context
+        raise PretrainError(f"invalid backbone configuration: {exc}") from None
+
+
+# ============================================================================ data
+class PretrainDataModule(L.LightningDataModule):
+    """Reads every dataset, splits it, fits its normaliser on the training split, builds graphs."""
+
+    def __init__(self, config: PretrainConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.train_sets: list[GraphDataset] = []
+        self.val_sets: list[GraphDataset] = []
+        self.normalizers: list[DatasetNormalizer] = []
+        self.sampler: TemperatureBatchSampler | None = None
+        self.resume_batches = 0  # batches of the current epoch already consumed (set on resume)
+        self._prepared = False
+
+    @property
+    def task_names(self) -> list[str]:
+        return [d.name for d in self.config.datasets]
+
+    def load(self) -> None:
+        """Read, split, validate and normalise all datasets (idempotent)."""
+        if self._prepared:
+            return
+        cfg = self.config
+        qint_tags = tuple(backbone_config(cfg.model).qint_tags)
+        for t, d in enumerate(cfg.datasets):
+            if not d.path.exists():
+                raise PretrainError(f"dataset {d.name!r}: path {d.path} does not exist")
+            items = read_items(d.path, d.format, **d.reader_options)
+            if d.val_path is not None:
+                if not d.val_path.exists():
+                    raise PretrainError(f"dataset {d.name!r}: val_path {d.val_path} does not exist")
+                items = [(d.train_split if s is None else s, r) for s, r in items]
+                items += [(d.val_split, r) for _, r in read_items(d.val_path, d.format, **d.reader_options)]
+            splits = assign_splits(items, {d.val_split: d.val_fraction}, seed=cfg.seed + t, rest=d.train_split)
+            train = subsample(splits.get(d.train_split, []), d.max_train_records, cfg.seed + t)
+            val = subsample(splits.get(d.val_split, []), d.max_val_records, cfg.seed + t)
+            if not train:
+                raise PretrainError(f"dataset {d.name!r} ({d.path}) has zero training records")
+            for r in train[:1] + val[:1]:
+                if r.energy is None or r.forces is None:
+                    raise PretrainError(f"dataset {d.name!r}: record {r.name} has no energy/forces")
+            zmax = max(int(r.atomic_numbers.max()) for r in train + val)
+            if zmax > NUM_ELEMENTS:
+                raise PretrainError(f"dataset {d.name!r}: element Z={zmax} cannot be embedded (max {NUM_ELEMENTS})")
+            norm = fit_normalizer(
+                [r.atomic_numbers for r in train], [r.energy for r in train], [r.forces for r in train],
+                use_linear_reference=d.linear_reference,
+            )
+            self.normalizers.append(norm)
+            settings = graph_settings(d.graph.cutoff, d.graph.per_graph())
+            self.train_sets.append(GraphDataset(train, settings, t, qint_tags, force_pbc=d.graph.pbc))
+            self.val_sets.append(GraphDataset(val, settings, t, qint_tags, force_pbc=d.graph.pbc))
+            log.info(
+                "dataset %s: %d train / %d val records; energy mean %.4g std %.4g eV; force std %.4g eV/Å",
+                d.name, len(train), len(val), norm.energy_mean, norm.energy_std, norm.force_std,
+            )
+        self._prepared = True
+
+    def setup(self, stage: str | None = None) -> None:
+        self.load()
+
+    def train_dataloader(self) -> DataLoader:
+        cfg = self.config
+        world, rank = 1, 0
+        if self.trainer is not None:
+            world, rank = self.trainer.world_size, self.trainer.global_rank
+        natoms = [n for ds in self.train_sets for n in ds.natoms]
+        self.sampler = TemperatureBatchSampler(
+            [len(ds) for ds in self.train_sets], cfg.sampler.batch_size, cfg.sampler.temperature,
+            cfg.sampler.epoch_size, cfg.seed, rank, world, natoms, cfg.sampler.balance_atoms,
+        )
+        if self.trainer is not None:
+            self.sampler.set_epoch(self.trainer.current_epoch)
+        self.sampler.start_batch = self.resume_batches
+        self.resume_batches = 0
+        return DataLoader(
+            ConcatDataset(self.train_sets), batch_sampler=self.sampler, collate_fn=collate_graph_batch,
+            num_workers=cfg.sampler.num_workers, persistent_workers=False,
+        )
+
+    def val_dataloader(self) -> list[DataLoader]:
+        bs = self.config.sampler.batch_size
+        return [
+            DataLoader(ds, batch_size=bs, shuffle=False, collate_fn=collate_graph_batch)
+            for ds in self.val_sets if len(ds)
+        ]
+
+
+# ============================================================================ model
+class PretrainModule(L.LightningModule):
+    def __init__(self, config: dict, normalizers: list[dict]) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.cfg = PretrainConfig.model_validate(config)
+        self.task_names = [d.name for d in self.cfg.datasets]
+        self.dtype_ = DTYPES[self.cfg.dtype]
+        self.model = JMPModel(backbone_config(self.cfg.model), num_pretrain_tasks=len(self.task_names),
+                              num_mlps=self.cfg.model.head_layers).to(self.dtype_)
+        norms = [DatasetNormalizer.from_dict(n) for n in normalizers]
+        self.normalizers = norms
+        self.register_buffer("linear_reference", torch.tensor([n.linear_reference for n in norms], dtype=torch.float64))
+        self.register_buffer("energy_mean", torch.tensor([n.energy_mean for n in norms], dtype=torch.float64))
+        self.register_buffer("energy_std", torch.tensor([n.energy_std for n in norms], dtype=torch.float64))
+        self.register_buffer("force_std", torch.tensor([n.force_std for n in norms], dtype=torch.float64))
+        self.register_buffer("energy_coef", torch.tensor([d.energy_coefficient for d in self.cfg.datasets]))
+        self.register_buffer("force_coef", torch.tensor([d.force_coefficient for d in self.cfg.datasets]))
+        self.ema = ExponentialMovingAverage(self.model, self.cfg.ema.decay) if self.cfg.ema.enabled else None
+        self.nan_batches = 0
+        self.batches_seen = 0
+        self._val_sums: dict = {}
+        self.val_history: list[dict] = []
+        self._ema_backup = None
+
+    # ------------------------------------------------------------------ forward
+    def predict_normalized(self, batch: GraphBatch, training: bool = False):
+        """(energy (B,), forces (N, 3)) in each structure's task-normalised units."""
+        data = batch.data
+        graphs = batch.graphs
+        if training and self.cfg.model.edge_dropout > 0:
+            gen = torch.Generator().manual_seed(int(self.cfg.seed) * 1_000_003 + int(self.global_step))
+            graphs = drop_edges(graphs, "a2a", self.cfg.model.edge_dropout, gen)
+        B = data.num_structures
+        out = self.model(data.atomic_numbers, data.pos, data.cell, data.batch, graphs, B)
+        atom_task = batch.task_index[data.batch]
+        energy = out.x_E.new_zeros(B)
+        forces = out.x_F.new_zeros((data.num_atoms, 3))
+        # Every head runs every step (on possibly zero atoms) so that all parameters take part
+        # in backward on every process: DDP waits for the gradients of all of them.
+        for t in range(len(self.task_names)):
+            atoms = atom_task == t
+            e_atoms = self.model.output.out_energy[t](out.x_E[atoms]).squeeze(-1)
+            energy = energy.index_add(0, data.batch[atoms], e_atoms)
+            edges = atoms[out.idx_t]
+            scalar = self.model.output.out_forces[t](out.x_F[edges])
+            forces = forces.index_add(0, out.idx_t[edges], scalar * out.V_st[edges])
+        return energy, forces
+
+    def reference_energy(self, data, task_index):
+        """Σ_i ref_t[Z_i] per structure (B,), float64."""
+        per_atom = self.linear_reference[task_index[data.batch], data.atomic_numbers]
+        return torch.zeros(data.num_structures, dtype=torch.float64, device=per_atom.device).index_add_(0, data.batch, per_atom)
+
+    def normalized_targets(self, batch: GraphBatch):
+        data, t = batch.data, batch.task_index
+        e = (data.energy.double() - self.reference_energy(data, t) - self.energy_mean[t]) / self.energy_std[t]
+        f = data.forces.double() / self.force_std[t[data.batch]].unsqueeze(-1)
+        return e.to(self.dtype_), f.to(self.dtype_)
+
+    def denormalize(self, batch: GraphBatch, energy, forces):
+        data, t = batch.data, batch.task_index
+        e = energy.double() * self.energy_std[t] + self.energy_mean[t] + self.reference_energy(data, t)
+        f = forces.double() * self.force_std[t[data.batch]].unsqueeze(-1)
+        return e, f
+
+    def losses(self, batch: GraphBatch, energy, forces):
+        """Total loss and per-task (energy, force) losses (see the module docstring)."""
+        data, t = batch.data, batch.task_index
+        e_true, f_true = self.normalized_targets(batch)
+        B = data.num_structures
+        e_err = (energy - e_true).abs()  # (B,)
+        f_err = force_l2_distance(forces, f_true)  # (N,)
+        coef_e = self.energy_coef.to(e_err.dtype)[t]
+        coef_f = self.force_coef.to(e_err.dtype)[t]
+        if self.cfg.loss.reduction == "structure":
+            f_struct = segment_mean(f_err, data.batch, B)  # (B,)
+            total = (coef_e * e_err + coef_f * f_struct).mean()
+        else:
+            f_struct = segment_mean(f_err, data.batch, B)
+            total = (coef_e * e_err).mean() + (coef_f[data.batch] * f_err).mean()
+        per_task = {}
+        for k in torch.unique(t).tolist():
+            m = t == k
+            per_task[self.task_names[k]] = (e_err[m].mean(), f_struct[m].mean())
+        return total, per_task
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, batch: GraphBatch, batch_idx: int):
+        self.batches_seen += 1
+        energy, forces = self.predict_normalized(batch, training=True)
+        loss, per_task = self.losses(batch, energy, forces)
+        if not torch.isfinite(loss):
+            self.nan_batches += 1
+            warnings.warn(
+                f"non-finite loss at step {self.global_step} (batch of {batch.data.source[:3]}...); "
+                f"batch skipped ({self.nan_batches}/{self.cfg.trainer.max_nan_batches})", stacklevel=1,
+            )
+            if self.nan_batches > self.cfg.trainer.max_nan_batches:
+                raise RuntimeError(f"more than {self.cfg.trainer.max_nan_batches} non-finite losses; aborting")
+            return None
+        bs = batch.num_structures
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        for name, (le, lf) in per_task.items():
+            self.log(f"train/{name}/energy_loss", le, batch_size=bs)
+            self.log(f"train/{name}/force_loss", lf, batch_size=bs)
+        return loss
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        # EMA right after the weights change, before any callback (checkpointing) sees the step.
+        super().optimizer_step(*args, **kwargs)
+        if self.ema is not None:
+            self.ema.update(self.model)
+
+    def configure_optimizers(self):
+        o = self.cfg.optim
+        groups = parameter_groups(self.model, o.weight_decay, o.lr, no_decay_embeddings=o.no_decay_embeddings)
+        for g in groups:
+            g.pop("names")
+        optimizer = torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas))
+        total = o.cosine_steps or self.cfg.trainer.max_steps
+        scheduler = warmup_cosine_scheduler(optimizer, o.warmup_steps, total, o.warmup_start_factor, o.min_lr_factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        return batch.to(device, self.dtype_)
+
+    # ------------------------------------------------------------------ validation (EMA weights)
+    def on_validation_epoch_start(self) -> None:
+        self._val_sums = {}
+        if self.ema is not None:
+            self._ema_backup = {n: p.detach().clone() for n, p in self.model.named_parameters() if n in self.ema.shadow}
+            with torch.no_grad():
+                params = dict(self.model.named_parameters())
+                for n, v in self.ema.shadow.items():
+                    params[n].copy_(v)
+
+    def validation_step(self, batch: GraphBatch, batch_idx: int, dataloader_idx: int = 0):
+        energy, forces = self.predict_normalized(batch)
+        loss, _ = self.losses(batch, energy, forces)
+        e_ev, f_ev = self.denormalize(batch, energy, forces)
+        data = batch.data
+        de = (e_ev - data.energy.double()).abs()
+        df = (f_ev - data.forces.double()).abs()
+        for k in torch.unique(batch.task_index).tolist():
+            m = batch.task_index == k
+            s = self._val_sums.setdefault(self.task_names[k], np.zeros(6))
+            atoms = m[data.batch]
+            s += [
+                float(de[m].sum()), float((de[m] / data.natoms[m]).sum()), int(m.sum()),
+                float(df[atoms].sum()), int(atoms.sum()) * 3, float(loss) * int(m.sum()),
+            ]
+
+    def on_validation_epoch_end(self) -> None:
+        if self._ema_backup is not None:
+            with torch.no_grad():
+                params = dict(self.model.named_parameters())
+                for n, v in self._ema_backup.items():
+                    params[n].copy_(v)
+            self._ema_backup = None
+        if self.trainer.sanity_checking or not self._val_sums:
+            return
+        record = {"step": int(self.global_step), "epoch": int(self.current_epoch), "datasets": {}}
+        losses = []
+        for name, s in self._val_sums.items():
+            m = {
+                "energy_mae_eV": s[0] / s[2], "energy_mae_meV_per_atom": 1000 * s[1] / s[2],
+                "force_mae_eV_per_A": s[3] / max(s[4], 1), "structures": int(s[2]), "loss": s[5] / s[2],
+            }
+            record["datasets"][name] = m
+            losses.append(m["loss"])
+            for key in ("energy_mae_eV", "energy_mae_meV_per_atom", "force_mae_eV_per_A"):
+                self.log(f"val/{name}/{key}", m[key])
+        record["loss"] = float(np.mean(losses))
+        self.log("val/loss", record["loss"], prog_bar=True)
+        self.val_history.append(record)
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["openjmp"] = {
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "batches_seen": self.batches_seen,
+            "nan_batches": self.nan_batches,
+            "val_history": self.val_history,
+            "normalizers": [n.as_dict() for n in self.normalizers],
+            "task_names": self.task_names,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("openjmp", {})
+        if self.ema is not None and state.get("ema"):
+            self.ema.load_state_dict(state["ema"])
+        self.batches_seen = int(state.get("batches_seen", 0))
+        self.nan_batches = int(state.get("nan_batches", 0))
+        self.val_history = list(state.get("val_history", []))
+
+    def export_state_dict(self, use_ema: bool = True) -> dict[str, torch.Tensor]:
+        if use_ema and self.ema is not None:
+            return self.ema.ema_state_dict(self.model)
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+
+class _ResumeSampler(L.Callback):
+    """Tells the data module how many batches of the current epoch a resumed run has consumed."""
+
+    def __init__(self, datamodule: PretrainDataModule) -> None:
+        self.datamodule = datamodule
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        pass
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        state = checkpoint.get("openjmp", {})
+        seen = int(state.get("batches_seen", 0))
+        dm = self.datamodule
+        dm.load()
+        cfg = dm.config
+        per_epoch = (cfg.sampler.epoch_size or sum(len(d) for d in dm.train_sets)) // (
+            cfg.sampler.batch_size * max(trainer.world_size, 1)
+        )
+        dm.resume_batches = seen % per_epoch if per_epoch else 0
+
+
+def write_json(path: Path, payload) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=float))
+    tmp.replace(path)
+
+
+def plot_learning_curves(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not history:
+        return
+    names = sorted(history[0]["datasets"])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for name in names:
+        steps = [h["step"] for h in history if name in h["datasets"]]
+        e = [h["datasets"][name]["energy_mae_meV_per_atom"] for h in history if name in h["datasets"]]
+        f = [h["datasets"][name]["force_mae_eV_per_A"] for h in history if name in h["datasets"]]
+        axes[0].plot(steps, e, marker="o", label=name)
+        axes[1].plot(steps, f, marker="o", label=name)
+    axes[0].set(xlabel="step", ylabel="energy MAE [meV/atom]", yscale="log", title="validation energy (EMA)")
+    axes[1].set(xlabel="step", ylabel="force MAE [eV/Å]", yscale="log", title="validation forces (EMA)")
+    axes[0].legend()
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def run_pretraining(config: PretrainConfig, resume: bool = True, callbacks=None) -> dict:
+    """Train; returns the summary (also written to ``output_dir/summary.json``)."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    dm = PretrainDataModule(config)
+    dm.load()  # fail on bad data before building anything else
+    module = PretrainModule(config.model_dump(mode="json"), [n.as_dict() for n in dm.normalizers])
+    tc = config.trainer
+    ckpt_dir = out / "checkpoints"
+    last_ckpt = ModelCheckpoint(dirpath=ckpt_dir, filename="last", every_n_train_steps=tc.checkpoint_every_n_steps,
+                                save_top_k=1, save_last=False, enable_version_counter=False)
+    best_ckpt = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/loss", mode="min", save_top_k=1,
+                                enable_version_counter=False)
+    loggers = [CSVLogger(out, name="logs", version="")]
+    if tc.tensorboard:
+        try:
+            from lightning.pytorch.loggers import TensorBoardLogger
+
+            import tensorboard  # noqa: F401
+
+            loggers.append(TensorBoardLogger(out, name="tensorboard", version=""))
+        except ImportError:
+            pass
+    cbs = [last_ckpt, best_ckpt, _ResumeSampler(dm)]
+    if tc.progress_bar:
+        from lightning.pytorch.callbacks import RichProgressBar
+
+        cbs.append(RichProgressBar())
+    cbs += list(callbacks or [])
+    trainer = L.Trainer(
+        max_steps=tc.max_steps, accelerator=tc.accelerator, devices=tc.devices, num_nodes=tc.num_nodes,
+        strategy=tc.strategy, precision=tc.precision, logger=loggers, callbacks=cbs,
+        val_check_interval=tc.val_every_n_steps, check_val_every_n_epoch=None,
+        log_every_n_steps=tc.log_every_n_steps, gradient_clip_val=config.optim.grad_clip_norm,
+        gradient_clip_algorithm="norm", deterministic=tc.deterministic, enable_progress_bar=tc.progress_bar,
+        max_time={"minutes": tc.max_time_minutes} if tc.max_time_minutes else None,
+        enable_model_summary=False, use_distributed_sampler=False,
+    )
+    resume_from = ckpt_dir / "last.ckpt"
+    trainer.fit(module, datamodule=dm, ckpt_path=str(resume_from) if resume and resume_from.exists() else None)
+    summary = {
+        "tasks": module.task_names,
+        "steps": int(trainer.global_step),
+        "normalizers": {n: norm.as_dict() | {"linear_reference": _nonzero(norm.linear_reference)}
+                        for n, norm in zip(module.task_names, module.normalizers)},
+        "validation": module.val_history,
+        "nan_batches": module.nan_batches,
+        "is_global_zero": bool(trainer.is_global_zero),
+    }
+    if trainer.is_global_zero:
+        write_json(out / "summary.json", summary)
+        plot_learning_curves(module.val_history, out / "learning_curves.png")
+        elements = [sorted({int(z) for r in ds.records for z in r.atomic_numbers}) for ds in dm.train_sets]
+        save_pretrained_model(module, config, out / "model.pt", elements)
+    return summary
+
+
+def save_pretrained_model(module: PretrainModule, config: PretrainConfig, path: Path,
+                          elements: list[list[int]]) -> str:
+    """Export an openjmp model file (registry format, heads as in ``docs/model-files.md``) with
+    raw and EMA weights, the fitted normalisers and the graph settings of every task."""
+    from openjmp.models.registry import ARCHITECTURE, save_model_file
+
+    model_config = {
+        "architecture": ARCHITECTURE, "preset": config.model.preset,
+        "backbone": module.model.config.model_dump(mode="json"),
+        "pretrain_tasks": module.task_names, "num_pretrain_tasks": len(module.task_names),
+        "finetune_energy": False, "finetune_forces": False, "num_mlps": config.model.head_layers,
+    }
+    return save_model_file(
+        module.model, path, config=model_config,
+        normalization={n: norm.as_dict() for n, norm in zip(module.task_names, module.normalizers)},
+        heads={d.name: {
+            "kind": "pretrain", "task_index": i, "energy_module": f"output.out_energy.{i}",
+            "force_module": f"output.out_forces.{i}", "forces": "direct", "reduction": "sum",
+            "graph": d.graph.model_dump(mode="json"), "elements": elements[i],
+        } for i, d in enumerate(config.datasets)},
+        ema_state_dict=module.export_state_dict(use_ema=True) if module.ema is not None else None,
+        extra={"graphs": {d.name: d.graph.model_dump(mode="json") for d in config.datasets},
+               "pretrain_config": config.model_dump(mode="json"), "steps": int(module.global_step)},
+    )
+
+
+def _nonzero(values) -> dict[int, float]:
+    return {z: v for z, v in enumerate(values) if v != 0.0 and math.isfinite(v)}

@@ -1,0 +1,70 @@
+"""Helpers for pre-training tests. Tiny EMT-labelled datasets (two 'domains') and a tiny pre-training config for tests."""
+
+from pathlib import Path
+
+import ase.io
+import yaml
+
+
+def _write_domains(folder: Path) -> None:
+    from ase.build import add_adsorbate, fcc111, molecule
+    from ase.calculators.emt import EMT
+
+    slabs = []
+    for i in range(24):
+        s = fcc111("Cu", size=(2, 2, 2), vacuum=5.0)
+        add_adsorbate(s, "O", 1.6, "fcc")
+        s.pbc = True
+        s.rattle(0.08, seed=i)
+        s.calc = EMT()
+        s.get_potential_energy()
+        s.get_forces()
+        slabs.append(s)
+    ase.io.write(folder / "slabs.extxyz", slabs)
+    mols = []
+    for i in range(24):
+        m = molecule(["H2O", "NH3", "CH4"][i % 3])
+        m.rattle(0.05, seed=i)
+        m.calc = EMT()
+        m.get_potential_energy()
+        m.get_forces()
+        mols.append(m)
+    ase.io.write(folder / "mols.extxyz", mols)
+
+
+def tiny_pretrain_config(folder: Path, **changes) -> dict:
+    cfg = {
+        "seed": 0,
+        "output_dir": str(folder / "run"),
+        "model": {"preset": "openjmp_mini", "backbone": {"num_blocks": 1}, "head_layers": 2, "edge_dropout": 0.1},
+        "datasets": [
+            {"name": "slabs", "path": str(folder / "slabs.extxyz"), "format": "ase",
+             "graph": {"cutoff": 5.0, "max_neighbors": 12}, "force_coefficient": 10},
+            {"name": "mols", "path": str(folder / "mols.extxyz"), "format": "ase",
+             "graph": {"cutoff": 5.0, "max_neighbors": 12}, "force_coefficient": 10},
+        ],
+        "sampler": {"batch_size": 4},
+        "optim": {"lr": 1e-3, "warmup_steps": 4},
+        "trainer": {"max_steps": 12, "val_every_n_steps": 6, "checkpoint_every_n_steps": 6,
+                    "progress_bar": False, "tensorboard": False},
+    }
+    for key, value in changes.items():
+        node = cfg
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node[int(p)] if isinstance(node, list) else node[p]
+        if isinstance(node, list):
+            node[int(parts[-1])] = value
+        else:
+            node[parts[-1]] = value
+    return cfg
+
+
+def make_two_domains(folder: Path) -> Path:
+    _write_domains(folder)
+    return folder
+
+
+def write_config(path: Path, cfg: dict) -> Path:
+    path.write_text(yaml.safe_dump(cfg))
+    return path
