@@ -17,6 +17,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "demo": ("openjmp.cli.demo", "run the main job on the embedded default"),
     "check-reference": ("openjmp.cli.check_reference", "compare GemNet-OC with a reference fixture"),
     "data": ("openjmp.cli.data", "convert, inspect or generate datasets (data convert|inspect|generate)"),
+    "pretrain": ("openjmp.cli.pretrain", "joint multi-domain pre-training from a YAML config"),
     "models": ("openjmp.cli.models", "list presets, inspect checkpoints, convert JMP checkpoints (models list|inspect|convert)"),
 }
 
