@@ -7,6 +7,8 @@ atom (all tags 2 -> in qint_tags), as ``shared/bench/README.md``):
 * ``train``: energy + direct forces (pre-training head), loss, backward, AdamW step;
 * ``infer_direct``: energy + direct forces, no grad;
 * ``infer_grad``: energy + gradient forces (-dE/dpos, autograd);
+* ``infer_direct_bf16``: ``infer_direct`` under ``torch.autocast("cpu", torch.bfloat16)``
+  (optional fast path; its deviation from float32 is recorded in the JSON);
 
 at 1 and 2 threads; plus inference (energy + direct forces) on rattled fcc Cu bulk cells of
 ~100 / 1,000 / 5,000 atoms (same graph settings) to show how the cost grows. Reports seconds per
@@ -143,7 +145,23 @@ def case_functions(model, batch, graphs):
             for p in params:
                 p.requires_grad_(True)
 
-    return {"train": train, "infer_direct": infer_direct, "infer_grad": infer_grad}
+    def infer_direct_bf16():
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            energy_forces()
+
+    return {"train": train, "infer_direct": infer_direct, "infer_grad": infer_grad,
+            "infer_direct_bf16": infer_direct_bf16}
+
+
+def bf16_deviation(model, batch, graphs) -> dict:
+    """max|bf16 - fp32| / max|fp32| of the backbone outputs (random weights: indicative only)."""
+    nb = batch.num_structures
+    with torch.no_grad():
+        ref = model(batch.atomic_numbers, batch.pos, batch.cell, batch.batch, graphs, nb)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(batch.atomic_numbers, batch.pos, batch.cell, batch.batch, graphs, nb)
+    return {k: float((getattr(low, k).float() - getattr(ref, k)).abs().max()
+                     / getattr(ref, k).abs().max()) for k in ("x_E", "x_F")}
 
 
 def count_flops(fn) -> float:
@@ -180,7 +198,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--sizes", type=int, nargs="*", default=None,
                         help="bulk cell sizes (atoms) for the scaling cases")
-    parser.add_argument("--cases", nargs="*", default=["train", "infer_direct", "infer_grad"])
+    parser.add_argument("--cases", nargs="*",
+                        default=["train", "infer_direct", "infer_grad", "infer_direct_bf16"])
     parser.add_argument("--no-malloc-tuning", action="store_true",
                         help="keep glibc's default mmap threshold (see openjmp.models.cpu_malloc)")
     args = parser.parse_args()
@@ -230,6 +249,8 @@ def main() -> None:
             rows.append((n_threads, key, r))
             print(f"[{n_threads} thr] {key}: {r['median_s']:.2f} s", flush=True)
         results["threads"][str(n_threads)] = entry
+    if "infer_direct_bf16" in args.cases:
+        results["bf16_relative_deviation_batch8"] = bf16_deviation(model, batch, graphs)
 
     print(f"\n{'thr':>3} {'case':28} {'median s':>9} {'min':>7} {'max':>7} {'struct/s':>9} "
           f"{'atoms/s':>8} {'GFLOP':>8} {'GFLOP/s':>8} {'%peak':>6} {'RSS MiB':>8}")

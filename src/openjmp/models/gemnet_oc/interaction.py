@@ -67,7 +67,7 @@ class TripletInteraction(nn.Module):
         x = self.mlp_cbf(cir[0], cir[1], x_ba, pad_index, agg2_index)
         x = self.scale_cbf_sum(x)
         if self.symmetric_mp:
-            return (self.up_projection_ca(x) + self.up_projection_ac(x)[id_swap]) * INV_SQRT_2
+            return (self.up_projection_ca(x) + self.up_projection_ac(x)[id_swap]).mul_(INV_SQRT_2)
         return self.up_projection_ca(x)
 
 
@@ -101,7 +101,7 @@ class QuadrupletInteraction(nn.Module):
         x = torch.matmul(rad_w, sph_m)  # (E, emb_sbf, quad_in)
         x = self.mlp_sbf.bilinear(x.reshape(x.shape[0], -1))
         x = self.scale_sbf_sum(x)
-        return (self.up_projection_ca(x) + self.up_projection_ac(x)[id_swap]) * INV_SQRT_2
+        return (self.up_projection_ca(x) + self.up_projection_ac(x)[id_swap]).mul_(INV_SQRT_2)
 
 
 def quadruplet_aggregate(yl_pad: torch.Tensor, y_pad: torch.Tensor, x_in: torch.Tensor,
@@ -267,11 +267,11 @@ class InteractionBlock(nn.Module):
                                            agg2_index=g.e2a_atom_pad)
         h_a2a = self.atom_interaction(h, bases.a2a_rad, g.a2a_pad)
 
-        x = (x_ca_skip + x_e2e + x_qint + x_a2e) * self.inv_sqrt_num_eint
-        h = (h + h_e2a + h_a2a) * self.inv_sqrt_num_aint
+        x = (x_ca_skip + x_e2e + x_qint + x_a2e).mul_(self.inv_sqrt_num_eint)
+        h = (h + h_e2a + h_a2a).mul_(self.inv_sqrt_num_aint)
         for layer in self.layers_before_skip:
             x = layer(x)
-        m = (m + x) * INV_SQRT_2
+        m = (m + x).mul_(INV_SQRT_2)
         for layer in self.layers_after_skip:
             m = layer(m)
         for layer in self.atom_emb_layers:
@@ -280,5 +280,5 @@ class InteractionBlock(nn.Module):
         m2 = self.concat_layer(h, m, g.main_edge_index)
         for layer in self.residual_m:
             m2 = layer(m2)
-        m = (m + m2) * INV_SQRT_2
+        m = (m + m2).mul_(INV_SQRT_2)
         return h, m

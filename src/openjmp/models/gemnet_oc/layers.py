@@ -94,7 +94,7 @@ class ResidualLayer(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x + self.dense_mlp(x)) * INV_SQRT_2
+        return (x + self.dense_mlp(x)).mul_(INV_SQRT_2)
 
 
 class ScaleFactor(nn.Module):
@@ -143,7 +143,8 @@ def gather_padded(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """values (n, *f), index (..., k) with entries in [0, n] (n = padding) -> (..., k, *f);
     padding entries are zeros. One gather replaces "zeros + index_put" padding."""
     pad = values.new_zeros((1,) + tuple(values.shape[1:]))
-    return torch.cat([values, pad], dim=0)[index]
+    rows = torch.cat([values, pad], dim=0).index_select(0, index.reshape(-1))
+    return rows.reshape(tuple(index.shape) + tuple(values.shape[1:]))
 
 
 class BasisEmbedding(nn.Module):
