@@ -4,3 +4,12 @@ Units everywhere inside the library: Å, eV, eV/Å, eV/Å³, e·Å. Readers conv
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # lazy: `import openjmp` stays light (no torch / ase import until the calculator is used)
+    if name == "JMPCalculator":
+        from openjmp.calculator import JMPCalculator
+
+        return JMPCalculator
+    raise AttributeError(f"module 'openjmp' has no attribute {name!r}")

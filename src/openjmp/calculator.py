@@ -1,0 +1,100 @@
+"""ASE calculator for openjmp model files: ``atoms.calc = JMPCalculator("model.pt")``.
+
+Energies (eV), forces (eV/Å) and, for fully periodic structures, stress (eV/Å³, ASE sign and
+Voigt order xx yy zz yz xz xy) of one energy head of an openjmp model file, via
+:class:`openjmp.inference.Predictor` (the same code path as ``openjmp predict``).
+
+* Head: a fine-tuned ``energy_forces`` head by default, else the first ``pretrain`` head, or the
+  one named by ``head``; a wrong name lists the heads; a file without an energy head is refused.
+* Forces: gradient (−dE/dx) by default, so MD conserves energy; ``forces="direct"`` uses a
+  pre-training head's direct-force MLP instead (not conservative).
+* Reuse between calls: the model is loaded once; when only positions change the graphs are
+  rebuilt (neighbours change) but nothing else; when nothing changed ASE's cache answers.
+  Stress is computed in the same backward pass when asked for.
+* Elements outside the head's training ``elements`` warn (or raise with
+  ``unknown_elements="error"``); NaN positions raise
+  :class:`~openjmp.data.record.InvalidStructureError`.
+
+Note: GemNet-OC's radial envelope is at ``absolute_rbf_cutoff`` (12 Å) while the graph cutoff
+and neighbour cap come from the head; an edge entering or leaving the graph (cutoff < 12 Å or the
+max_neighbors cap reached) makes the energy jump slightly. Molecules smaller than the cutoff are
+unaffected.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+
+from openjmp.data.record import AtomsRecord
+from openjmp.inference import Predictor, resolve_dtype
+
+
+class JMPCalculator(Calculator):
+    """ASE calculator of one energy head of an openjmp model file.
+
+    Args:
+        checkpoint: openjmp model file path (``openjmp.models.registry.load_model``).
+        head: energy head name (default: fine-tuned energy head, else the first pretrain head).
+        device: torch device.
+        dtype: ``"float32"`` or ``"float64"`` (use float64 for tight energy conservation).
+        unknown_elements: ``"warn"`` (default), ``"error"`` or ``"ignore"``.
+        forces: ``"gradient"`` (default) or ``"direct"``.
+        compile: run the backbone through ``torch.compile`` (off by default; see
+            ``benchmarks/inference.py``).
+        use_ema: use the file's EMA weights when present.
+    """
+
+    implemented_properties = ["energy", "free_energy", "forces", "stress"]
+
+    def __init__(self, checkpoint: str | Path, head: str | None = None, device: str = "cpu",
+                 dtype: str | torch.dtype = "float32", unknown_elements: str = "warn",
+                 forces: str = "gradient", compile: bool = False, use_ema: bool = True,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        from openjmp.models.registry import load_model
+
+        self.checkpoint = Path(checkpoint)
+        model, model_file = load_model(self.checkpoint, use_ema=use_ema)
+        self.predictor = Predictor(model, model_file, head=head, device=device,
+                                   dtype=resolve_dtype(dtype), forces=forces, stress=False,
+                                   unknown_elements=unknown_elements, compile=compile)
+        self.head = self.predictor.head_name
+        self.model_file = model_file
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
+        super().calculate(atoms, properties, system_changes)
+        atoms = self.atoms
+        want_stress = "stress" in properties
+        if want_stress and not atoms.pbc.all():
+            raise PropertyNotImplementedError(
+                f"stress needs a fully periodic structure (pbc={atoms.pbc.tolist()})")
+        record = AtomsRecord(
+            atomic_numbers=atoms.get_atomic_numbers().astype(np.int64),
+            positions=atoms.get_positions(),
+            cell=np.asarray(atoms.get_cell(), dtype=np.float64),
+            pbc=atoms.get_pbc(),
+            tags=atoms.get_tags() if np.any(atoms.get_tags() != 0) else None,
+            source="ase-calculator",
+        )
+        p = self.predictor
+        p.stress = want_stress
+        try:
+            result = p.predict_batch([record])
+        finally:
+            p.stress = False
+        energy = float(result["energy"][0])
+        self.results["energy"] = energy
+        self.results["free_energy"] = energy
+        if "forces" in result:
+            self.results["forces"] = result["forces"].double().numpy().copy()
+        if want_stress:
+            s = result["stress"][0].double().numpy()
+            self.results["stress"] = np.array(
+                [s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]], dtype=np.float64)
+        for name, value in result["properties"].items():
+            self.results[name] = float(value[0])
