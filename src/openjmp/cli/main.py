@@ -19,6 +19,9 @@ VERBS: dict[str, tuple[str, str]] = {
     "data": ("openjmp.cli.data", "convert, inspect or generate datasets (data convert|inspect|generate)"),
     "pretrain": ("openjmp.cli.pretrain", "joint multi-domain pre-training from a YAML config"),
     "models": ("openjmp.cli.models", "list presets, inspect checkpoints, convert JMP checkpoints (models list|inspect|convert)"),
+    "predict": ("openjmp.cli.predict", "predict energies, forces, stress and properties of a structure file"),
+    "md": ("openjmp.cli.md", "molecular dynamics (NVE / Langevin) with a model file over ASE"),
+    "relax": ("openjmp.cli.relax", "relax positions (and cell) with a model file over ASE (FIRE / BFGS)"),
 }
 
 
