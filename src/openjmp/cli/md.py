@@ -1,0 +1,127 @@
+"""openjmp md: molecular dynamics with an openjmp model (ASE, JMPCalculator).
+
+NVE (velocity Verlet) or NVT (Langevin) from one structure of any file ``ase.io`` reads.
+Velocities start from a Maxwell-Boltzmann distribution at ``--temperature`` (unless the file has
+momenta and ``--keep-velocities``). Writes a trajectory (``.traj`` ASE trajectory, else extxyz)
+every ``--interval`` steps and an ASE MD log (time ps, Etot, Epot, Ekin eV, T K).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+
+def add_model_args(p) -> None:
+    """Options shared by ``md`` and ``relax``."""
+    p.add_argument("structure", type=Path, help="structure file (anything ase.io reads)")
+    p.add_argument("--checkpoint", type=Path, required=True, help="openjmp model file")
+    p.add_argument("--index", default="0", help="which frame of the file (ase index, default 0)")
+    p.add_argument("--head", help="energy head name (default: fine-tuned energy head)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float64")
+    p.add_argument("--unknown-elements", choices=["warn", "error", "ignore"], default="warn")
+
+
+def load_atoms_with_calculator(args):
+    import ase.io
+
+    from openjmp.calculator import JMPCalculator
+
+    index = int(args.index) if args.index.lstrip("-").isdigit() else args.index
+    atoms = ase.io.read(str(args.structure), index=index)
+    atoms.calc = JMPCalculator(args.checkpoint, head=args.head, device=args.device,
+                               dtype=args.dtype, unknown_elements=args.unknown_elements)
+    return atoms
+
+
+class TrajectoryWriter:
+    """Observer writing frames to ``.traj`` (ase Trajectory) or extxyz (appending)."""
+
+    def __init__(self, path: Path, atoms) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.atoms = atoms
+        self.path = path
+        self.traj = None
+        if path.suffix == ".traj":
+            from ase.io.trajectory import Trajectory
+
+            self.traj = Trajectory(str(path), "w", atoms)
+        else:
+            path.write_text("")
+
+    def __call__(self) -> None:
+        if self.traj is not None:
+            self.traj.write()
+        else:
+            import ase.io
+            from ase.calculators.singlepoint import SinglePointCalculator
+
+            frame = self.atoms.copy()
+            results = {k: v for k, v in self.atoms.calc.results.items()
+                       if k in ("energy", "free_energy", "forces", "stress")}
+            frame.calc = SinglePointCalculator(frame, **results)
+            ase.io.write(str(self.path), frame, format="extxyz", append=True)
+
+    def close(self) -> None:
+        if self.traj is not None:
+            self.traj.close()
+
+
+def register(subparsers, verb: str, help_text: str) -> None:
+    p = subparsers.add_parser(verb, help=help_text, description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_args(p)
+    p.add_argument("--ensemble", choices=["nve", "langevin"], default="nve")
+    p.add_argument("--temperature", type=float, default=300.0, help="K (start / thermostat)")
+    p.add_argument("--timestep", type=float, default=0.5, help="fs")
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--friction", type=float, default=0.01, help="Langevin friction, 1/fs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--keep-velocities", action="store_true",
+                   help="use the file's momenta instead of drawing new ones")
+    p.add_argument("--traj", type=Path, default=Path("md.traj"), help=".traj or .extxyz")
+    p.add_argument("--log", type=Path, default=Path("md.log"))
+    p.add_argument("--interval", type=int, default=10, help="steps between frames / log lines")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import numpy as np
+    from ase import units
+    from ase.md import MDLogger
+    from ase.md.langevin import Langevin
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+    from ase.md.verlet import VelocityVerlet
+
+    atoms = load_atoms_with_calculator(args)
+    if not (args.keep_velocities and atoms.has("momenta")):
+        MaxwellBoltzmannDistribution(atoms, temperature_K=args.temperature,
+                                     rng=np.random.default_rng(args.seed))
+        Stationary(atoms)
+    dt = args.timestep * units.fs
+    if args.ensemble == "nve":
+        dyn = VelocityVerlet(atoms, timestep=dt)
+    else:
+        dyn = Langevin(atoms, timestep=dt, temperature_K=args.temperature,
+                       friction=args.friction / units.fs, rng=np.random.default_rng(args.seed))
+    writer = TrajectoryWriter(args.traj, atoms)
+    args.log.parent.mkdir(parents=True, exist_ok=True)
+    logger = MDLogger(dyn, atoms, str(args.log), header=True, stress=False, peratom=False,
+                      mode="w")
+    dyn.attach(writer, interval=args.interval)
+    dyn.attach(logger, interval=args.interval)
+    e0 = atoms.get_total_energy()
+    start = time.perf_counter()
+    try:
+        dyn.run(args.steps)
+    finally:
+        writer.close()
+        logger.close() if hasattr(logger, "close") else None
+    elapsed = time.perf_counter() - start
+    e1 = atoms.get_total_energy()
+    print(f"{args.steps} steps of {args.ensemble} in {elapsed:.1f} s "
+          f"({args.steps / max(elapsed, 1e-9):.2f} steps/s); E_tot {e0:.6f} -> {e1:.6f} eV; "
+          f"T {atoms.get_temperature():.1f} K; trajectory {args.traj}, log {args.log}")
+    return 0
