@@ -156,3 +156,23 @@ def test_batch_equals_single(small_model):
         for head, f in single.forces_direct.items():
             assert torch.allclose(out.forces_direct[head][start:start + n], f, atol=1e-12)
         start += n
+
+
+def test_structures_without_qint_edges_or_quadruplets(small_model):
+    """Empty index sets work: three atoms have no quadruplet (c == d always), so removing all
+    qint edges (tags 0) must not change anything; a lone pair of atoms works too."""
+    atoms = molecule("H2O")
+    cell = np.eye(3) * 1000.0
+    settings = GOCGraphSettings.from_constant(5.0, 9)
+    pbc = np.zeros(3, bool)
+    with_q = _predict(small_model, atoms.numbers, atoms.positions, cell, pbc, settings)
+    without = _predict(small_model, atoms.numbers, atoms.positions, cell, pbc, settings,
+                       tags=np.zeros(3, int))
+    assert build_goc_graphs(atoms.positions, cell, pbc, np.zeros(3, int), settings).qint.num_edges == 0
+    assert torch.allclose(with_q.energy["finetune"], without.energy["finetune"], atol=1e-12)
+    assert torch.allclose(with_q.forces_grad["finetune"], without.forces_grad["finetune"],
+                          atol=1e-12)
+    pair = _predict(small_model, np.array([1, 8]), np.array([[0.0, 0, 0], [0.97, 0, 0]]), cell,
+                    pbc, settings)
+    assert torch.isfinite(pair.energy["finetune"]).all()
+    assert torch.isfinite(pair.forces_grad["finetune"]).all()

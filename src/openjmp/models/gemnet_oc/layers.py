@@ -170,7 +170,8 @@ class BasisEmbedding(nn.Module):
         if self.num_spherical is None:
             return rad_basis @ self.weight.T
         rad_w = rad_basis @ self.weight.reshape(self.num_radial, -1)
-        return rad_w.reshape(rad_basis.shape[0], -1, self.num_spherical)
+        emb = self.weight.shape[1] * self.weight.shape[2] // self.num_spherical
+        return rad_w.reshape(rad_basis.shape[0], emb, self.num_spherical)
 
     def per_triplet(self, rad_basis: torch.Tensor, sph_basis: torch.Tensor,
                     idx_sph_outer: torch.Tensor) -> torch.Tensor:
@@ -186,7 +187,7 @@ class BasisEmbedding(nn.Module):
         pad = padded(rad_w, idx_rad_outer, idx_rad_inner, num_atoms, k_max)
         # (N, K, emb, [S]) -> (N, emb, K, [S]) -> (N, emb, K*[S])
         pad = pad.transpose(1, 2)
-        return pad.reshape(num_atoms, rad_w.shape[1], -1)
+        return pad.reshape(num_atoms, rad_w.shape[1], k_max * (self.num_spherical or 1))
 
 
 def padded_basis(sph_basis: torch.Tensor, idx_sph_outer: torch.Tensor,
@@ -220,6 +221,8 @@ class EfficientInteractionBilinear(nn.Module):
         sph_m = torch.matmul(sph, m_pad)  # (E, S, in)
         if agg2_index is not None:
             sph_m = gather_padded(sph_m, agg2_index)  # (N, K2, S, in)
-            sph_m = sph_m.reshape(agg2_index.shape[0], -1, sph_m.shape[-1])  # (N, K2*S, in)
+            n, k2, s_, f = sph_m.shape
+            sph_m = sph_m.reshape(n, k2 * s_, f)  # (N, K2*S, in)
         rad_sph_m = torch.matmul(rad_w, sph_m)  # (E or N, interm, in)
-        return self.bilinear(rad_sph_m.reshape(rad_sph_m.shape[0], -1))
+        n, a, b = rad_sph_m.shape
+        return self.bilinear(rad_sph_m.reshape(n, a * b))
