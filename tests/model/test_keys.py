@@ -81,3 +81,20 @@ def test_scale_factor_zero_is_identity():
     sf.scale_factor.fill_(2.5)
     assert torch.allclose(sf(x), 2.5 * x)
     assert sf.scale_factor.dim() == 0 and "scale_factor" in dict(sf.named_buffers())
+
+
+def test_finetune_backbone_without_force_outputs(fixture_dir):
+    """JMP fine-tuning default (regress_forces = direct_forces = False): the backbone has exactly
+    the backbone keys the published checkpoint keeps for fine-tuning."""
+    ref = json.loads((fixture_dir / "jmp_s_keys.json").read_text())
+    cfg = load_preset("jmp_s").model_copy(update={"regress_forces": False,
+                                                   "direct_forces": False})
+    with torch.device("meta"):
+        model = JMPModel(cfg, finetune_energy=True)
+    ours = {k for k in model.state_dict() if k.startswith("backbone.")}
+    kept = {e["finetune_target_key"] for e in ref["entries"]
+            if e["finetune_target_key"] and e["finetune_target_key"].startswith("backbone.")
+            and e["finetune_dropped_reason"] is None}
+    assert ours == kept
+    assert [k for k in model.state_dict() if k.startswith("out_energy.")] == [
+        f"out_energy.{i}.weight" for i in (0, 2, 4, 6, 8)]
