@@ -77,6 +77,7 @@ def water_dimer() -> Atoms:
 
 def slab(pbc=(True, True, True)) -> Atoms:
     s = fcc111("Cu", size=(2, 2, 2), vacuum=5.0)
+    s.info.pop("adsorbate_info", None)  # not writable to extxyz
     o = Atoms("O", positions=[s.positions[-1] + [0.3, 0.4, 1.6]])
     s = s + o
     s.pbc = pbc

@@ -87,25 +87,39 @@ def register(subparsers, verb: str, help_text: str) -> None:
     p.set_defaults(func=run)
 
 
+def _thermalize(atoms, temperature_K: float, rng) -> None:
+    """Maxwell-Boltzmann momenta (``thermalize_momenta`` on ASE >= 3.29)."""
+    import ase.md.velocitydistribution as vd
+
+    if hasattr(vd, "thermalize_momenta"):
+        vd.thermalize_momenta(atoms, temperature_K, rng=rng)
+    else:
+        vd.MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng)
+
+
 def run(args) -> int:
     import numpy as np
     from ase import units
     from ase.md import MDLogger
     from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+    from ase.md.velocitydistribution import Stationary
     from ase.md.verlet import VelocityVerlet
 
     atoms = load_atoms_with_calculator(args)
     if not (args.keep_velocities and atoms.has("momenta")):
-        MaxwellBoltzmannDistribution(atoms, temperature_K=args.temperature,
-                                     rng=np.random.default_rng(args.seed))
+        _thermalize(atoms, args.temperature, np.random.default_rng(args.seed))
         Stationary(atoms)
     dt = args.timestep * units.fs
     if args.ensemble == "nve":
         dyn = VelocityVerlet(atoms, timestep=dt)
     else:
+        # centre-of-mass drift is removed by a FixCom constraint (ASE >= 3.28 recommendation)
+        from ase.constraints import FixCom
+
+        atoms.set_constraint([*atoms.constraints, FixCom()])
         dyn = Langevin(atoms, timestep=dt, temperature_K=args.temperature,
-                       friction=args.friction / units.fs, rng=np.random.default_rng(args.seed))
+                       friction=args.friction / units.fs, rng=np.random.default_rng(args.seed),
+                       fixcm=False)
     writer = TrajectoryWriter(args.traj, atoms)
     args.log.parent.mkdir(parents=True, exist_ok=True)
     logger = MDLogger(dyn, atoms, str(args.log), header=True, stress=False, peratom=False,
