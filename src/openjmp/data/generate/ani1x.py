@@ -25,7 +25,7 @@ from openjmp.data.generate.writers import write_ani1x_h5
 NAME = "mini-ani1x"
 FILE = "ani1x-release.h5"
 #: (molecules, conformers per molecule)
-SIZES = {"tiny": (2, 3), "small": (100, 32), "medium": (700, 60)}
+SIZES = {"tiny": (2, 3), "small": (250, 16), "medium": (750, 60)}
 T_RANGE_K = (300.0, 1000.0)
 #: a sample closer than this (Å) between any two atoms is redrawn
 MIN_DISTANCE = 0.7

@@ -19,7 +19,7 @@ from openjmp.data.generate.writers import qm9_xyz_text, write_qm9_archive
 
 NAME = "mini-qm9"
 FILE = "dsgdb9nsd.xyz.tar.bz2"
-SIZES = {"tiny": 3, "small": 400, "medium": 3000}
+SIZES = {"tiny": 3, "small": 400, "medium": 780}  # medium: the whole fine-tuning pool
 TEMPERATURE = 298.15  # K, as QM9's U, H, G
 PRESSURE = 101325.0  # Pa
 #: the 15 properties of line 2, in order
