@@ -1,7 +1,12 @@
 import numpy as np
 import pytest
 
-from openjmp.training.metrics import classification_metrics, force_metrics, regression_metrics, roc_auc
+from openjmp.training.metrics import (
+    classification_metrics,
+    force_metrics,
+    regression_metrics,
+    roc_auc,
+)
 
 
 def test_regression_metrics_ignore_nan_targets():

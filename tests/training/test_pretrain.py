@@ -8,12 +8,11 @@ import sys
 
 import pytest
 import torch
+from pretrain_helpers import make_two_domains, tiny_pretrain_config, write_config
 
 from openjmp.configuration import ConfigError, load_config
 from openjmp.training.config import PretrainConfig
 from openjmp.training.pretrain import PretrainError, run_pretraining
-
-from pretrain_helpers import make_two_domains, tiny_pretrain_config, write_config
 
 
 @pytest.fixture(scope="module")

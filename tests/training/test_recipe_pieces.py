@@ -10,7 +10,11 @@ from torch import nn
 from openjmp.data.sampling import TemperatureBatchSampler, temperature_probabilities
 from openjmp.training.ema import ExponentialMovingAverage
 from openjmp.training.losses import energy_l1, force_l2_distance, reduce_atoms, weighted_sum
-from openjmp.training.normalization import element_count_matrix, fit_linear_reference, fit_normalizer
+from openjmp.training.normalization import (
+    element_count_matrix,
+    fit_linear_reference,
+    fit_normalizer,
+)
 from openjmp.training.optim import parameter_groups, warmup_cosine_factor
 
 

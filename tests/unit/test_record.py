@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from ase.build import add_adsorbate, bulk, fcc111, molecule
+from ase.build import add_adsorbate, bulk, fcc111
 from ase.calculators.emt import EMT
 from ase.constraints import FixAtoms
 

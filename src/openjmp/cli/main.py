@@ -18,6 +18,8 @@ VERBS: dict[str, tuple[str, str]] = {
     "check-reference": ("openjmp.cli.check_reference", "compare GemNet-OC with a reference fixture"),
     "data": ("openjmp.cli.data", "convert, inspect or generate datasets (data convert|inspect|generate)"),
     "pretrain": ("openjmp.cli.pretrain", "joint multi-domain pre-training from a YAML config"),
+    "finetune": ("openjmp.cli.finetune", "fine-tune new heads on a pre-trained backbone from a YAML config"),
+    "evaluate": ("openjmp.cli.evaluate", "metrics and parity plots of a model file on a dataset"),
     "models": ("openjmp.cli.models", "list presets, inspect checkpoints, convert JMP checkpoints (models list|inspect|convert)"),
     "predict": ("openjmp.cli.predict", "predict energies, forces, stress and properties of a structure file"),
     "md": ("openjmp.cli.md", "molecular dynamics (NVE / Langevin) with a model file over ASE"),

@@ -39,7 +39,7 @@ from openjmp.models.gemnet_oc.config import GemNetOCConfig, load_preset_file, pr
 
 ENV_CACHE = "OPENJMP_CACHE"
 ARCHITECTURE = "jmp-gemnet-oc"
-_CONTAINER_OPTIONS = ("num_pretrain_tasks", "finetune_energy", "finetune_forces", "num_mlps")
+_CONTAINER_OPTIONS = ("num_pretrain_tasks", "finetune_energy", "finetune_forces", "num_mlps", "task_heads")
 
 
 @dataclass(frozen=True)
@@ -155,6 +155,17 @@ def build_model(config: dict[str, Any]) -> nn.Module:
         finetune_forces=bool(config.get("finetune_forces", False)),
         num_mlps=int(config.get("num_mlps", 5)),
     )
+    task_heads = config.get("task_heads") or {}
+    if task_heads:
+        # graph-level property heads of fine-tuned models (scalar / classification): per-atom
+        # MLPs on the backbone atom features, reduced per structure (docs/model-files.md)
+        from openjmp.models.heads import mlp_head
+
+        emb = model.config.emb_size_atom
+        model.task_heads = nn.ModuleDict({
+            name: mlp_head(emb, int(spec.get("num_mlps", config.get("num_mlps", 5))), hidden_bias=True, last_bias=True)
+            for name, spec in task_heads.items()
+        })
     model.model_config = dict(config)  # type: ignore[attr-defined]  # kept for saving
     return model
 
@@ -310,14 +321,14 @@ def load_model_weights(model: nn.Module, path: str | Path, use_ema: bool = True)
     model_keys = canonical_state_dict(model.state_dict(), check=False)
     # heads the file does not have at all keep their initialisation (a pre-training file loaded
     # into a fine-tuning model); a head the file has only in part is an error
-    absent_heads = tuple(p for p in ("out_energy.", "out_forces.", "output.")
+    absent_heads = tuple(p for p in ("out_energy.", "out_forces.", "output.", "task_heads.")
                          if not any(k.startswith(p) for k in weights))
     missing = [k for k in model_keys if k not in weights and not k.startswith(absent_heads or ("\0",))]
     unexpected = [k for k in weights if k not in model_keys]
     wrong = [f"{k} {tuple(weights[k].shape)} (model {tuple(v.shape)})"
              for k, v in model_keys.items() if k in weights and weights[k].shape != v.shape]
     # a model built without force outputs / heads may ignore those weights; nothing else
-    optional = ("backbone.out_mlp_F.", "output.", "out_energy.", "out_forces.")
+    optional = ("backbone.out_mlp_F.", "output.", "out_energy.", "out_forces.", "task_heads.")
     unexpected = [k for k in unexpected
                   if not (k.startswith(optional) or ".scale_rbf_F." in k or ".dense_rbf_F." in k
                           or ".seq_forces." in k)]

@@ -15,7 +15,13 @@ import torch
 from torch.utils.data import Dataset
 
 from openjmp.data.collate import Batch, collate
-from openjmp.data.graphs.goc import EdgeSet, GOCGraphs, GOCGraphSettings, build_goc_graphs, collate_goc_graphs
+from openjmp.data.graphs.goc import (
+    EdgeSet,
+    GOCGraphs,
+    GOCGraphSettings,
+    build_goc_graphs,
+    collate_goc_graphs,
+)
 from openjmp.data.record import AtomsRecord
 
 

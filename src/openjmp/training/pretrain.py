@@ -34,7 +34,13 @@ from openjmp.data.splits import assign_splits, read_items, subsample
 from openjmp.models.gemnet_oc.config import GemNetOCConfig, load_preset
 from openjmp.models.jmp_model import JMPModel
 from openjmp.training.config import PretrainConfig
-from openjmp.training.data import GraphBatch, GraphDataset, collate_graph_batch, drop_edges, graph_settings
+from openjmp.training.data import (
+    GraphBatch,
+    GraphDataset,
+    collate_graph_batch,
+    drop_edges,
+    graph_settings,
+)
 from openjmp.training.ema import ExponentialMovingAverage
 from openjmp.training.losses import force_l2_distance, segment_mean
 from openjmp.training.normalization import NUM_ELEMENTS, DatasetNormalizer, fit_normalizer
@@ -423,9 +429,8 @@ def run_pretraining(config: PretrainConfig, resume: bool = True, callbacks=None)
     loggers = [CSVLogger(out, name="logs", version="")]
     if tc.tensorboard:
         try:
-            from lightning.pytorch.loggers import TensorBoardLogger
-
             import tensorboard  # noqa: F401
+            from lightning.pytorch.loggers import TensorBoardLogger
 
             loggers.append(TensorBoardLogger(out, name="tensorboard", version=""))
         except ImportError:

@@ -1,0 +1,40 @@
+"""``openjmp finetune --config FILE.yaml``: new heads on a pre-trained (or JMP, or random) backbone.
+
+Examples:
+  openjmp finetune --config configs/finetune/mini_rmd17_ethanol.yaml
+  openjmp finetune --config my.yaml --set init.kind=scratch --set optim.lr=5e-4
+Outputs in output_dir: model.pt (best EMA weights), summary.json, test/metrics.json and plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(subparsers, verb: str, help_text: str) -> None:
+    p = subparsers.add_parser(verb, help=help_text, description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", type=Path, required=True, help="fine-tuning YAML config")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="dotted override, e.g. optim.lr=1e-4 (repeatable)")
+    p.add_argument("--output-dir", type=Path, help="override output_dir")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from openjmp.configuration import load_config
+    from openjmp.training.finetune import run_finetuning
+    from openjmp.training.finetune_config import FinetuneConfig
+
+    overrides = list(args.overrides)
+    if args.output_dir is not None:
+        overrides.append(f"output_dir={args.output_dir}")
+    config = load_config(FinetuneConfig, args.config, overrides)
+    summary = run_finetuning(config)
+    test = summary.get("test") or {}
+    print(json.dumps({"init": summary["init"], "steps": summary["steps"], "best_step": summary["best_step"],
+                      "test_metrics": test.get("metrics")}, indent=2))
+    print(f"outputs in {config.output_dir}")
+    return 0

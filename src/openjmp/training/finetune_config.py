@@ -1,0 +1,190 @@
+"""Configuration of fine-tuning (``openjmp finetune --config FILE.yaml``).
+
+Defaults follow JMP's fine-tuning recipe (``shared/jmp-recipe.md``): AdamW lr 8e-5, betas
+(0.9, 0.95), weight decay 0.1, gradient clipping by value 1.0, warm-up from 0.1·lr then cosine
+to 0.1·lr, then ReduceLROnPlateau (factor 0.8, patience 3), early stopping, EMA 0.99, new
+5-layer MLP heads, layer-wise learning-rate decay.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from openjmp.training.config import EMAConfig, GraphConfig, resolve_path
+
+#: JMP's layer-wise LR multipliers (embedding, then blocks 0..n-1)
+LLRD_PRESETS: dict[str, dict[str, Any]] = {
+    "jmp_s": {"embedding": 0.3, "blocks": [0.30, 0.40, 0.55, 0.625]},
+    "jmp_l": {"embedding": 0.3, "blocks": [0.55, 0.40, 0.30, 0.40, 0.55, 0.625]},
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class InitConfig(_Strict):
+    """Where the backbone starts from.
+
+    * ``pretrained``: an openjmp model file (path, or a registry name with local weights);
+    * ``jmp``: a published JMP-S / JMP-L Lightning checkpoint (EMA weights by default);
+    * ``scratch``: random initialisation of the same architecture (the fair baseline).
+    """
+
+    kind: Literal["pretrained", "jmp", "scratch"] = "pretrained"
+    checkpoint: str | None = None
+    use_ema: bool = True
+    #: scratch: preset name and/or backbone fields (pretrained/jmp: taken from the checkpoint;
+    #: when given they must match it)
+    preset: str | None = None
+    backbone: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _needs_checkpoint(self):
+        if self.kind in ("pretrained", "jmp") and not self.checkpoint:
+            raise ValueError(f"init.kind={self.kind!r} needs init.checkpoint")
+        if self.kind == "scratch" and not (self.preset or self.backbone or self.checkpoint):
+            raise ValueError("init.kind='scratch' needs init.preset, init.backbone or init.checkpoint (architecture only)")
+        return self
+
+
+class DataConfig(_Strict):
+    path: Path
+    format: str | None = None
+    reader_options: dict[str, Any] = Field(default_factory=dict)
+    train_split: str = "train"
+    val_split: str = "val"
+    test_split: str = "test"
+    #: used only when the source defines no splits
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+    test_fraction: float = Field(0.1, gt=0, lt=1)
+    #: fixed training-set size (seeded subsample); validation size likewise
+    max_train_records: int | None = Field(None, ge=1)
+    max_val_records: int | None = Field(None, ge=1)
+    max_test_records: int | None = Field(None, ge=1)
+    graph: GraphConfig = Field(default_factory=GraphConfig)
+    batch_size: int = Field(8, ge=1)
+
+
+class TargetConfig(_Strict):
+    """One fine-tuning target.
+
+    * ``energy_forces``: total energy (record.energy) and forces; forces ``gradient`` (−dE/dx,
+      conservative) or ``direct``; optional stress for periodic structures.
+    * ``scalar``: graph-level regression of ``record.targets[key]`` with a sum/mean/max readout.
+    * ``classification``: binary target (0/1) with class weights and dropout.
+    """
+
+    name: str
+    kind: Literal["energy_forces", "scalar", "classification"]
+    key: str | None = None  # record.targets key (default: name)
+    reduction: Literal["sum", "mean", "max"] = "sum"
+    #: per-element linear reference: none, or "average" (least squares on the training split)
+    reference: Literal["none", "average"] = "average"
+    normalize: bool = True
+    loss_coefficient: float = Field(1.0, ge=0)
+    energy_coefficient: float = Field(1.0, ge=0)
+    force_coefficient: float = Field(10.0, ge=0)
+    forces: Literal["gradient", "direct"] = "gradient"
+    stress: bool = False
+    stress_coefficient: float = Field(0.0, ge=0)
+    class_weights: tuple[float, float] = (1.0, 1.0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+    @property
+    def target_key(self) -> str:
+        return self.key or self.name
+
+
+class LLRDConfig(_Strict):
+    """Layer-wise LR multipliers: ``preset`` (jmp_s, jmp_l) or explicit values. The embedding
+    group is the atom embedding, the bases and output block 0; block i is interaction block i
+    with output block i+1; everything else (global output MLPs, heads) gets 1."""
+
+    preset: Literal["jmp_s", "jmp_l"] | None = None
+    embedding: float | None = Field(None, ge=0)
+    blocks: list[float] | None = None
+
+    def multipliers(self, num_blocks: int) -> dict[str, float]:
+        values: dict[str, Any] = dict(LLRD_PRESETS[self.preset]) if self.preset else {}
+        if self.embedding is not None:
+            values["embedding"] = self.embedding
+        if self.blocks is not None:
+            values["blocks"] = self.blocks
+        if not values:
+            return {}
+        blocks = list(values.get("blocks") or [])
+        if blocks and len(blocks) != num_blocks:
+            raise ValueError(f"llrd has {len(blocks)} block multipliers but the backbone has {num_blocks} blocks")
+        out: dict[str, float] = {}
+        if "embedding" in values:
+            for prefix in ("embedding.", "backbone.bases.", "backbone.out_blocks.0."):
+                out[prefix] = float(values["embedding"])
+        for i, f in enumerate(blocks):
+            out[f"backbone.int_blocks.{i}."] = float(f)
+            out[f"backbone.out_blocks.{i + 1}."] = float(f)
+        return out
+
+
+class FinetuneOptimConfig(_Strict):
+    lr: float = Field(8e-5, gt=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = Field(0.1, ge=0)
+    warmup_steps: int = Field(100, ge=0)
+    warmup_start_factor: float = Field(0.1, gt=0, le=1)
+    cosine_steps: int | None = None  # default: trainer.max_steps
+    min_lr_factor: float = Field(0.1, ge=0, le=1)
+    plateau_factor: float = Field(0.8, gt=0, lt=1)
+    plateau_patience: int = Field(3, ge=1)
+    grad_clip_value: float | None = Field(1.0, gt=0)
+    llrd: LLRDConfig = Field(default_factory=LLRDConfig)
+    #: freeze the embedding, bases and the first N interaction blocks
+    freeze_blocks: int = Field(0, ge=0)
+    freeze_backbone: bool = False
+
+
+class FinetuneTrainerConfig(_Strict):
+    max_steps: int = Field(1000, ge=1)
+    val_every_n_steps: int = Field(100, ge=1)
+    early_stopping_patience: int | None = Field(50, ge=1)  # in validations
+    max_time_minutes: float | None = Field(None, gt=0)
+    accelerator: str = "cpu"
+    devices: int | str = 1
+    precision: str = "32-true"
+    progress_bar: bool = True
+    log_every_n_steps: int = Field(10, ge=1)
+    deterministic: bool = True
+
+
+class FinetuneConfig(_Strict):
+    seed: int = 0
+    output_dir: Path = Path("runs/finetune")
+    dtype: Literal["float32", "float64"] = "float32"
+    init: InitConfig
+    data: DataConfig
+    targets: list[TargetConfig]
+    head_layers: int = Field(5, ge=1)
+    optim: FinetuneOptimConfig = Field(default_factory=FinetuneOptimConfig)
+    ema: EMAConfig = Field(default_factory=EMAConfig)
+    trainer: FinetuneTrainerConfig = Field(default_factory=FinetuneTrainerConfig)
+
+    @model_validator(mode="after")
+    def _check_targets(self):
+        names = [t.name for t in self.targets]
+        if not names:
+            raise ValueError("at least one target is required")
+        if len(set(names)) != len(names):
+            raise ValueError(f"target names must be unique, got {names}")
+        if sum(t.kind == "energy_forces" for t in self.targets) > 1:
+            raise ValueError("at most one energy_forces target")
+        return self
+
+    def resolve_paths(self, base: Path) -> None:
+        self.data.path = resolve_path(self.data.path, base)
+        if self.init.checkpoint and ("/" in self.init.checkpoint or self.init.checkpoint.endswith((".pt", ".ckpt"))):
+            self.init.checkpoint = str(resolve_path(Path(self.init.checkpoint), base))
+        if not self.output_dir.is_absolute():
+            self.output_dir = Path.cwd() / self.output_dir

@@ -1,0 +1,178 @@
+"""Fine-tuning at toy size: LLRD, freezing, reductions, classification, bad input, outputs."""
+
+import json
+
+import ase.io
+import numpy as np
+import pytest
+import torch
+
+from openjmp.configuration import load_config
+from openjmp.training.finetune import FinetuneError, build_finetune_model, run_finetuning
+from openjmp.training.finetune_config import FinetuneConfig, LLRDConfig
+from openjmp.training.optim import parameter_groups
+
+
+@pytest.fixture(scope="module")
+def ft_data(tmp_path_factory):
+    """EMT molecules with energies/forces and two graph-level targets, and a 'pre-trained' file."""
+    from ase.build import molecule
+    from ase.calculators.emt import EMT
+
+    from openjmp.models.registry import create_model, save_model_file
+
+    folder = tmp_path_factory.mktemp("ft")
+    frames = []
+    for i in range(30):
+        m = molecule(["H2O", "NH3", "CH4", "C2H6"][i % 4])
+        m.rattle(0.04, seed=i)
+        m.calc = EMT()
+        m.get_potential_energy()
+        m.get_forces()
+        m.info["size"] = float(len(m)) + 0.1 * np.sin(i)
+        m.info["is_big"] = float(len(m) > 4)
+        frames.append(m)
+    ase.io.write(folder / "mols.extxyz", frames)
+    torch.manual_seed(0)
+    model = create_model("openjmp-mini", num_pretrain_tasks=1)
+    save_model_file(model, folder / "pre.pt", normalization={"task0": {}}, heads={"task0": {"kind": "pretrain"}})
+    return folder
+
+
+def cfg_dict(folder, **changes):
+    cfg = {
+        "seed": 0, "output_dir": str(folder / "out"),
+        "init": {"kind": "pretrained", "checkpoint": str(folder / "pre.pt")},
+        "data": {"path": str(folder / "mols.extxyz"), "format": "ase", "graph": {"cutoff": 4.0, "max_neighbors": 10},
+                 "batch_size": 4},
+        "targets": [{"name": "energy", "kind": "energy_forces", "force_coefficient": 5.0}],
+        "head_layers": 2,
+        "optim": {"lr": 1e-3, "warmup_steps": 2},
+        "trainer": {"max_steps": 6, "val_every_n_steps": 3, "progress_bar": False},
+    }
+    for key, value in changes.items():
+        node = cfg
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return cfg
+
+
+def test_llrd_parameter_groups_get_the_stated_multipliers(ft_data):
+    cfg = load_config(FinetuneConfig, data=cfg_dict(ft_data))
+    model, _ = build_finetune_model(cfg)
+    multipliers = LLRDConfig(embedding=0.3, blocks=[0.5, 0.7]).multipliers(2)
+    groups = parameter_groups(model, 0.1, 1e-3, multipliers)
+    lr = {n: g["lr"] for g in groups for n in g["names"]}
+    assert lr["embedding.atom_embedding.weight"] == pytest.approx(3e-4)
+    assert any(k.startswith("backbone.bases.") for k in lr)
+    for name, value in lr.items():
+        if name.startswith("backbone.int_blocks.0.") or name.startswith("backbone.out_blocks.1."):
+            assert value == pytest.approx(5e-4), name
+        if name.startswith("backbone.int_blocks.1.") or name.startswith("backbone.out_blocks.2."):
+            assert value == pytest.approx(7e-4), name
+        if name.startswith(("out_energy.", "backbone.out_mlp_E.")):
+            assert value == pytest.approx(1e-3), name
+    with pytest.raises(ValueError, match="2 blocks"):
+        LLRDConfig(preset="jmp_s").multipliers(2)
+
+
+def _weights(path):
+    from openjmp.checkpoints.format import load_model_file
+
+    return load_model_file(path).state_dict
+
+
+def test_freezing_and_zero_backbone_lr_change_only_the_heads(ft_data, tmp_path):
+    pre = _weights(ft_data / "pre.pt")
+    cfg = load_config(FinetuneConfig, data=cfg_dict(ft_data, output_dir=str(tmp_path / "frozen"),
+                                                   **{"optim.freeze_backbone": True, "ema.enabled": False}))
+    run_finetuning(cfg)
+    after = _weights(tmp_path / "frozen" / "model.pt")
+    backbone = [k for k in after if k.startswith(("embedding.", "backbone."))]
+    assert backbone
+    for k in backbone:
+        assert torch.equal(after[k], pre[k]), k
+    assert after["out_energy.2.weight"].shape == (1, 32)
+    # first block frozen only: block 0 unchanged, block 1 changed
+    cfg = load_config(FinetuneConfig, data=cfg_dict(ft_data, output_dir=str(tmp_path / "half"),
+                                                   **{"optim.freeze_blocks": 1, "ema.enabled": False}))
+    run_finetuning(cfg)
+    after = _weights(tmp_path / "half" / "model.pt")
+    b0 = [k for k in after if k.startswith("backbone.int_blocks.0.") and "scale_factor" not in k]
+    b1 = [k for k in after if k.startswith("backbone.int_blocks.1.") and "scale_factor" not in k]
+    assert all(torch.equal(after[k], pre[k]) for k in b0)
+    assert any(not torch.equal(after[k], pre[k]) for k in b1)
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean", "max"])
+def test_scalar_head_reductions(ft_data, reduction):
+    from openjmp.data.readers import read
+    from openjmp.training.data import GraphDataset, collate_graph_batch, graph_settings
+    from openjmp.training.finetune import FinetuneModule
+
+    cfg = load_config(FinetuneConfig, data=cfg_dict(ft_data, targets=[{"name": "size", "kind": "scalar", "reduction": reduction}]))
+    model, _ = build_finetune_model(cfg)
+    module = FinetuneModule(cfg.model_dump(mode="json"), model, {"size": {"mean": 0.0, "std": 1.0}})
+    records = [r for _, r in read(ft_data / "mols.extxyz", format="ase")][:3]
+    ds = GraphDataset(records, graph_settings(4.0, cfg.data.graph.per_graph()))
+    batch = collate_graph_batch([ds[i] for i in range(3)]).to(dtype=torch.float32)
+    with torch.no_grad():
+        got = module.forward_targets(batch, training=False)["size"]["value_norm"]
+        out = model(batch.data.atomic_numbers, batch.data.pos, batch.data.cell, batch.data.batch, batch.graphs, 3)
+        per_atom = model.task_heads["size"](out.x_E).squeeze(-1)
+    for s in range(3):
+        vals = per_atom[batch.data.batch == s]
+        expected = {"sum": vals.sum(), "mean": vals.mean(), "max": vals.max()}[reduction]
+        assert got[s].item() == pytest.approx(expected.item(), rel=1e-5, abs=1e-6)
+
+
+def test_classification_and_regression_targets_run_and_are_evaluated(ft_data, tmp_path):
+    targets = [{"name": "size", "kind": "scalar", "reduction": "sum", "reference": "none"},
+               {"name": "is_big", "kind": "classification", "reduction": "mean", "class_weights": [1.0, 2.0], "dropout": 0.2}]
+    cfg = load_config(FinetuneConfig, data=cfg_dict(ft_data, output_dir=str(tmp_path / "cls"), targets=targets))
+    summary = run_finetuning(cfg)
+    test = json.loads((tmp_path / "cls" / "test" / "metrics.json").read_text())
+    assert set(test["metrics"]) == {"size", "is_big"}
+    assert 0.0 <= test["metrics"]["is_big"]["accuracy"] <= 1.0
+    assert test["metrics"]["size"]["count"] == summary["test_records"]
+    # the weighted BCE of the module equals torch's formula on hand-made logits
+    import torch.nn.functional as F
+
+    logits, y = torch.tensor([0.3, -1.2, 2.0]), torch.tensor([1.0, 0.0, 1.0])
+    w = torch.where(y > 0.5, 2.0, 1.0)
+    manual = -(w * (y * torch.log(torch.sigmoid(logits)) + (1 - y) * torch.log(1 - torch.sigmoid(logits)))).mean()
+    assert F.binary_cross_entropy_with_logits(logits, y, weight=w).item() == pytest.approx(manual.item(), rel=1e-6)
+
+
+def test_pretrained_and_scratch_runs_write_evaluation_and_parity_plots(ft_data, tmp_path):
+    for kind in ("pretrained", "scratch"):
+        init = {"kind": kind, "checkpoint": str(ft_data / "pre.pt")}
+        cfg = load_config(FinetuneConfig, data=cfg_dict(ft_data, output_dir=str(tmp_path / kind), init=init))
+        summary = run_finetuning(cfg)
+        assert summary["init"].startswith(kind)
+        metrics = json.loads((tmp_path / kind / "test" / "metrics.json").read_text())["metrics"]
+        assert metrics["energy/forces"]["mae"] > 0
+        assert (tmp_path / kind / "test" / "parity_energy.png").is_file()
+        assert (tmp_path / kind / "test" / "parity_forces.png").is_file()
+    a, b = _weights(tmp_path / "pretrained" / "model.pt"), _weights(tmp_path / "scratch" / "model.pt")
+    assert not torch.equal(a["embedding.atom_embedding.weight"], b["embedding.atom_embedding.weight"])
+
+
+def test_bad_input_fails_before_training(ft_data, tmp_path):
+    cfg = load_config(FinetuneConfig, data=cfg_dict(ft_data, targets=[{"name": "homo", "kind": "scalar"}]))
+    with pytest.raises(FinetuneError, match="'homo' is absent"):
+        run_finetuning(cfg)
+    # a classification target with one class in the training split
+    one_class = [{"name": "always", "kind": "classification", "key": "is_big"}]
+    frames = ase.io.read(ft_data / "mols.extxyz", index=":")
+    for f in frames:
+        f.info["is_big"] = 1.0
+    ase.io.write(tmp_path / "one.extxyz", frames)
+    cfg = load_config(FinetuneConfig, data=cfg_dict(ft_data, targets=one_class, **{"data.path": str(tmp_path / "one.extxyz")}))
+    with pytest.raises(FinetuneError, match="single class"):
+        run_finetuning(cfg)
+    cfg = load_config(FinetuneConfig, data=cfg_dict(ft_data, **{"init.backbone": {"emb_size_atom": 64}}))
+    with pytest.raises(FinetuneError, match="does not match the checkpoint"):
+        run_finetuning(cfg)
