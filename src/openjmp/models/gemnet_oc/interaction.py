@@ -33,7 +33,8 @@ class TripletInteraction(nn.Module):
     """Triplet message passing: Dense -> * rbf -> scale -> down-projection -> gather by triplet
     ``in`` -> efficient bilinear with the circular basis summed per ``out`` -> scale -> up.
 
-    ``symmetric_mp``: output = (up_ca(x) + up_ac(x)[id_swap]) / sqrt(2); otherwise up_ca(x).
+    ``symmetric_mp``: output = (up_ca(x) + up_ac(x)[id_swap]) / sqrt(2) (computed as
+    up_ac(x[id_swap]): a row permutation commutes with the row-wise layer); otherwise up_ca(x).
     """
 
     def __init__(self, emb_size_in: int, emb_size_out: int, emb_size_trip_in: int,
@@ -67,7 +68,7 @@ class TripletInteraction(nn.Module):
         x = self.mlp_cbf(cir[0], cir[1], x_ba, pad_index, agg2_index)
         x = self.scale_cbf_sum(x)
         if self.symmetric_mp:
-            return (self.up_projection_ca(x) + self.up_projection_ac(x)[id_swap]).mul_(INV_SQRT_2)
+            return (self.up_projection_ca(x) + self.up_projection_ac(x[id_swap])).mul_(INV_SQRT_2)
         return self.up_projection_ca(x)
 
 
@@ -101,7 +102,7 @@ class QuadrupletInteraction(nn.Module):
         x = torch.matmul(rad_w, sph_m)  # (E, emb_sbf, quad_in)
         x = self.mlp_sbf.bilinear(x.reshape(x.shape[0], -1))
         x = self.scale_sbf_sum(x)
-        return (self.up_projection_ca(x) + self.up_projection_ac(x)[id_swap]).mul_(INV_SQRT_2)
+        return (self.up_projection_ca(x) + self.up_projection_ac(x[id_swap])).mul_(INV_SQRT_2)
 
 
 def quadruplet_aggregate(yl_pad: torch.Tensor, y_pad: torch.Tensor, x_in: torch.Tensor,

@@ -29,6 +29,11 @@ class _ScaledSiLUFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            # create_graph=True (training on gradient forces needs d/dθ of dE/dx): a
+            # differentiable formula, since aten::silu_backward has no derivative.
+            s = torch.sigmoid(x)
+            return grad * SILU_SCALE * s * (1 + x * (1 - s))
         return torch.ops.aten.silu_backward(grad * SILU_SCALE, x)
 
 
@@ -115,15 +120,28 @@ class ScaleFactor(nn.Module):
 
 
 class EdgeEmbedding(nn.Module):
-    """Dense([h_source, h_target, m]) with activation -> (E, out)."""
+    """Dense([h_source, h_target, m]) with activation -> (E, out).
+
+    Computed without the (E, 2A + F) concatenation: W [h_s, h_t, m] = (h W_s)[s] + (h W_t)[t]
+    + m W_m, where the atom products are per atom (N rows) instead of per edge (same math).
+    """
 
     def __init__(self, atom_features: int, edge_features: int, out_features: int,
                  activation: str | None = None):
         super().__init__()
+        self.atom_features = atom_features
         self.dense = Dense(2 * atom_features + edge_features, out_features, activation=activation)
 
     def forward(self, h: torch.Tensor, m: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
-        return self.dense(torch.cat([h[edge_index[0]], h[edge_index[1]], m], dim=-1))
+        a = self.atom_features
+        w = self.dense.linear.weight
+        hw = torch.nn.functional.linear(h, w[:, : 2 * a].reshape(-1, 2, a).transpose(0, 1)
+                                        .reshape(-1, a))  # (N, 2*out): [h W_s | h W_t]
+        out = w.shape[0]
+        z = torch.nn.functional.linear(m, w[:, 2 * a:])
+        z = z + hw[:, :out].index_select(0, edge_index[0])
+        z = z + hw[:, out:].index_select(0, edge_index[1])
+        return self.dense.activation(z)
 
 
 def padded(values: torch.Tensor, outer: torch.Tensor, inner: torch.Tensor, num_outer: int,
