@@ -90,8 +90,11 @@ class ReferenceReport:
 
 
 def _load_state_dict(directory: Path, case: dict) -> dict[str, torch.Tensor]:
-    files = case.get("hparams", {}).get("state_dict_files") or ["state_dict.pt",
-                                                                 "state_dict.npz"]
+    listed = case.get("files") if isinstance(case.get("files"), dict) else {}
+    files = (case.get("hparams", {}).get("state_dict_files") or listed.get("state_dict_files")
+             or listed.get("state_dict") or ["state_dict.pt", "state_dict.npz"])
+    if isinstance(files, str):
+        files = [files]
     for name in files:
         path = directory / name
         if not path.is_file():
@@ -326,7 +329,9 @@ def check_reference(directory: str | Path, dtypes=("float64", "float32"),
                            graphs, 1, strain)
                 _compare_outputs(report, case, dtype_name, mode, [system["name"]], res, z,
                                  [(slice(0, n), 0, slice(None))])
-            batch_path = directory / "batch_all.npz"
+            listed = case.get("files") if isinstance(case.get("files"), dict) else {}
+            batch_path = directory / str(listed.get("batch") or listed.get("batch_all")
+                                         or "batch_all.npz")
             if include_batch and batch_path.is_file():
                 zb = np.load(batch_path)
                 natoms = [int(np.asarray(z["atomic_numbers"]).shape[0]) for z in loaded]
