@@ -126,15 +126,19 @@ def build_reference_model(directory: Path, case: dict) -> JMPModel:
 
 
 def _settings(system: dict) -> GOCGraphSettings:
+    """Graph settings of a system: one ``cutoff`` (or a per-graph dict ``cutoffs`` /
+    ``cutoffs_per_graph``) and ``max_neighbors_per_graph`` (else JMP's proportions of
+    ``max_neighbors``)."""
     gs = system["graph_settings"]
-    mn = gs["max_neighbors_per_graph"]
-    cutoffs = gs.get("cutoffs_per_graph") or {}
-    c = float(gs["cutoff"])
-    return GOCGraphSettings(
-        cutoff_main=float(cutoffs.get("main", c)), cutoff_aeaint=float(cutoffs.get("aeaint", c)),
-        cutoff_qint=float(cutoffs.get("qint", c)), cutoff_aint=float(cutoffs.get("aint", c)),
-        max_neighbors_main=int(mn["main"]), max_neighbors_aeaint=int(mn["aeaint"]),
-        max_neighbors_qint=int(mn["qint"]), max_neighbors_aint=int(mn["aint"]))
+    base = GOCGraphSettings.from_constant(float(gs.get("cutoff", 0.0) or 0.0),
+                                          int(gs.get("max_neighbors", 0) or 0))
+    mn = gs.get("max_neighbors_per_graph") or {}
+    cutoffs = gs.get("cutoffs_per_graph") or gs.get("cutoffs") or {}
+    values = {}
+    for g in ("main", "aeaint", "qint", "aint"):
+        values[f"cutoff_{g}"] = float(cutoffs.get(g, getattr(base, f"cutoff_{g}")))
+        values[f"max_neighbors_{g}"] = int(mn.get(g, getattr(base, f"max_neighbors_{g}")))
+    return GOCGraphSettings(**values)
 
 
 def _pbc(z, system: dict) -> np.ndarray:
