@@ -176,3 +176,27 @@ def test_structures_without_qint_edges_or_quadruplets(small_model):
                     pbc, settings)
     assert torch.isfinite(pair.energy["finetune"]).all()
     assert torch.isfinite(pair.forces_grad["finetune"]).all()
+
+
+def test_block_checkpointing_gives_identical_gradients(small_model):
+    numbers, pos, cell, pbc, settings = _molecule()
+    graphs = build_goc_graphs(pos, cell, pbc, np.full(len(numbers), 2), settings)
+    args = (torch.as_tensor(numbers), torch.as_tensor(pos), torch.as_tensor(cell)[None],
+            torch.zeros(len(numbers), dtype=torch.long), graphs, 1)
+
+    def grads():
+        small_model.zero_grad(set_to_none=True)
+        out = small_model(*args)
+        (out.x_E.square().sum() + out.x_F.square().sum()).backward()
+        return {n: p.grad.clone() for n, p in small_model.named_parameters() if p.grad is not None}
+
+    plain = grads()
+    small_model.backbone.checkpoint_blocks = True
+    try:
+        ckpt = grads()
+    finally:
+        small_model.backbone.checkpoint_blocks = False
+        small_model.zero_grad(set_to_none=True)
+    assert plain.keys() == ckpt.keys() and len(plain) > 100
+    for name, g in plain.items():
+        assert torch.allclose(ckpt[name], g, rtol=1e-12, atol=1e-14), name

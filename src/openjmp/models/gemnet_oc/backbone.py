@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.utils.checkpoint
 from torch import nn
 
 from openjmp.data.graphs.radius import edge_vectors
@@ -204,6 +205,10 @@ class GemNetOCBackbone(nn.Module):
         if c.direct_forces:
             self.out_mlp_F = FinalMLP(c.emb_size_edge, c.num_blocks, c.num_global_out_layers,
                                       c.activation)
+        #: recompute each interaction block in the backward pass instead of keeping its
+        #: activations (activation checkpointing): ~1/num_blocks of the activation memory for
+        #: ~1/3 more compute. Off by default; only acts when gradients are being recorded.
+        self.checkpoint_blocks = False
 
     def forward(self, h: torch.Tensor, pos: torch.Tensor, cell: torch.Tensor,
                 batch: torch.Tensor, graphs, num_structures: int | None = None,
@@ -221,7 +226,11 @@ class GemNetOCBackbone(nn.Module):
         xs_e, xs_f = [x_e], [x_f]
         self.intermediates = {} if keep_intermediates else None
         for i, block in enumerate(self.int_blocks):
-            h, m = block(h, m, bases, g)
+            if self.checkpoint_blocks and torch.is_grad_enabled():
+                h, m = torch.utils.checkpoint.checkpoint(block, h, m, bases, g,
+                                                         use_reentrant=False)
+            else:
+                h, m = block(h, m, bases, g)
             x_e, x_f = self.out_blocks[i + 1](h, m, bases.output, idx_t)
             xs_e.append(x_e)
             xs_f.append(x_f)
