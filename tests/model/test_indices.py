@@ -82,3 +82,10 @@ def test_symmetrize_batch_layout():
     assert sym.cell_offset[:, 0].tolist() == [0, -1, 0, 1, 0, 0]
     assert sym.id_swap.tolist() == [2, 3, 0, 1, 5, 4]
     assert sym.num_neighbors.tolist() == [4, 2]
+
+
+def test_symmetrize_rejects_ungrouped_edges():
+    ei = torch.tensor([[0, 2], [1, 3]])
+    off = torch.zeros(2, 3, dtype=torch.long)
+    with pytest.raises(ValueError, match="grouped by structure"):
+        symmetrize_main(ei, off, torch.tensor([1, 0]), 2)

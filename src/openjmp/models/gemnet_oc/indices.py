@@ -194,6 +194,9 @@ def symmetrize_main(edge_index: torch.Tensor, cell_offset: torch.Tensor,
 
     ``edge_structure`` (E,) must be non-decreasing (edges grouped by structure).
     """
+    if edge_structure.numel() > 1 and bool((edge_structure[1:] < edge_structure[:-1]).any()):
+        raise ValueError("main-graph edges must be grouped by structure (collate the graphs of "
+                         "a batch with openjmp.data.graphs.goc.collate_goc_graphs)")
     s, t = edge_index[0], edge_index[1]
     off = cell_offset
     cell_earlier = (off[:, 0] < 0) | ((off[:, 0] == 0) & (off[:, 1] < 0)) | (
