@@ -20,6 +20,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "pretrain": ("openjmp.cli.pretrain", "joint multi-domain pre-training from a YAML config"),
     "finetune": ("openjmp.cli.finetune", "fine-tune new heads on a pre-trained backbone from a YAML config"),
     "evaluate": ("openjmp.cli.evaluate", "metrics and parity plots of a model file on a dataset"),
+    "study": ("openjmp.cli.study", "the miniature JMP study: pre-trained vs scratch fine-tuning, with a report"),
     "models": ("openjmp.cli.models", "list presets, inspect checkpoints, convert JMP checkpoints (models list|inspect|convert)"),
     "predict": ("openjmp.cli.predict", "predict energies, forces, stress and properties of a structure file"),
     "md": ("openjmp.cli.md", "molecular dynamics (NVE / Langevin) with a model file over ASE"),

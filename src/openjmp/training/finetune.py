@@ -59,6 +59,12 @@ def load_finetune_splits(cfg: FinetuneConfig) -> dict[str, list]:
     items = read_items(d.path, d.format, **d.reader_options)
     splits = assign_splits(items, {d.val_split: d.val_fraction, d.test_split: d.test_fraction}, seed=cfg.seed,
                            rest=d.train_split)
+    if not splits.get(d.val_split) and splits.get(d.train_split):
+        # the source has train/test but no validation split (MatBench folds): hold out
+        # val_fraction of the training part, seeded (JMP: 90/10)
+        carved = assign_splits([(None, r) for r in splits[d.train_split]], {d.val_split: d.val_fraction},
+                               seed=cfg.seed, rest=d.train_split)
+        splits.update(carved)
     out = {
         "train": subsample(splits.get(d.train_split, []), d.max_train_records, cfg.seed),
         "val": subsample(splits.get(d.val_split, []), d.max_val_records, cfg.seed + 1),

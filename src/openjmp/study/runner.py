@@ -1,0 +1,168 @@
+"""Run the miniature JMP study: every task x {scratch, jmp} x seeds x learning-rate grid.
+
+Each fine-tuning run lives in ``OUT/runs/<task>/<arm>/seed<k>/lr<lr>/`` and is skipped when its
+``summary.json`` exists, so an interrupted study (Ctrl-C) resumes where it stopped; the report
+is rewritten after every finished task, so a partial report is always usable.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from openjmp.study.config import StudyConfig, StudyTask
+
+ARMS = ("scratch", "jmp")
+
+
+def _lr_tag(lr: float) -> str:
+    return f"lr{lr:.0e}".replace("+", "")
+
+
+def finetune_config_dict(study: StudyConfig, task: StudyTask, arm: str, seed: int, lr: float,
+                         pretrained: Path, out: Path) -> dict:
+    """The FinetuneConfig of one run: the task's settings + the study's fairness rules."""
+    cfg = copy.deepcopy(task.finetune)
+    cfg["seed"] = seed
+    cfg["output_dir"] = str(out)
+    cfg["init"] = {"kind": "pretrained" if arm == "jmp" else "scratch", "checkpoint": str(pretrained)}
+    optim = cfg.setdefault("optim", {})
+    optim["lr"] = lr
+    trainer = cfg.setdefault("trainer", {})
+    trainer["max_steps"] = study.steps
+    trainer["val_every_n_steps"] = study.val_every_n_steps
+    trainer["max_time_minutes"] = study.run_time_cap_minutes
+    trainer["progress_bar"] = False
+    trainer.setdefault("early_stopping_patience", None)
+    return cfg
+
+
+def primary_value(summary: dict, task: StudyTask) -> float:
+    metrics = (summary.get("test") or {}).get("metrics", {})
+    m = metrics.get(task.primary_metric)
+    if m is None:
+        raise KeyError(f"task {task.name}: test metrics lack {task.primary_metric!r} (have {sorted(metrics)})")
+    return float(m[task.primary_field]) * task.report_scale
+
+
+def val_curve(summary: dict, task: StudyTask) -> list[tuple[int, float]]:
+    """(step, validation primary metric in report units) along the run."""
+    out = []
+    for record in summary.get("validation", []):
+        m = record["metrics"].get(task.primary_metric)
+        if m is not None:
+            out.append((int(record["step"]), float(m[task.primary_field]) * task.report_scale))
+    return out
+
+
+def _run_one(cfg_dict: dict) -> str:
+    """One fine-tuning run (top-level so that worker processes can pickle it)."""
+    import os
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+    from openjmp.configuration import load_config
+    from openjmp.training.finetune import run_finetuning
+    from openjmp.training.finetune_config import FinetuneConfig
+
+    run_finetuning(load_config(FinetuneConfig, data=cfg_dict))
+    return cfg_dict["output_dir"]
+
+
+def run_study(study: StudyConfig, out: Path, pretrained: Path, progress=None, only_tasks=None,
+              workers: int = 1) -> dict:
+    """Run (or resume) all runs; returns the results dict (also written as results.json).
+
+    ``workers`` > 1 runs independent fine-tuning runs in parallel processes (one thread each);
+    results do not depend on it.
+    """
+    out = Path(out)
+    results: dict = {"tasks": {}, "config": study.model_dump(mode="json"), "pretrained": str(pretrained),
+                     "phases": {}}
+    tasks = [t for t in study.tasks if only_tasks is None or t.name in only_tasks]
+    t_start = time.perf_counter()
+    for task in tasks:
+        t_task = time.perf_counter()
+        plan = [(arm, seed, lr, out / "runs" / task.name / arm / f"seed{seed}" / _lr_tag(lr))
+                for arm in ARMS for seed in study.seeds for lr in study.lr_grid]
+        pending = [p for p in plan if not (p[3] / "summary.json").exists()]
+        if progress:
+            progress(f"{task.name}: {len(pending)} of {len(plan)} runs to do", len(results["tasks"]), len(tasks),
+                     time.perf_counter() - t_start)
+        configs = [finetune_config_dict(study, task, arm, seed, lr, pretrained, run_dir)
+                   for arm, seed, lr, run_dir in pending]
+        if workers > 1 and len(configs) > 1:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
+
+            with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+                list(pool.map(_run_one, configs))
+        else:
+            for cfg in configs:
+                _run_one(cfg)
+        task_result = {"domain": task.domain, "in_pretraining_domain": task.in_pretraining_domain,
+                       "primary_metric": task.primary_metric, "unit": task.report_unit, "arms": {}}
+        for arm in ARMS:
+            per_seed = []
+            for seed in study.seeds:
+                candidates = []
+                for lr in study.lr_grid:
+                    run_dir = out / "runs" / task.name / arm / f"seed{seed}" / _lr_tag(lr)
+                    summary = json.loads((run_dir / "summary.json").read_text())
+                    candidates.append((summary["best_val_loss"], lr, run_dir, summary))
+                # the learning rate is chosen on the validation loss only
+                best_val, lr, run_dir, summary = min(candidates, key=lambda c: c[0])
+                per_seed.append({
+                    "seed": seed, "lr": lr, "run": str(run_dir.relative_to(out)), "best_val_loss": best_val,
+                    "test": primary_value(summary, task), "val_curve": val_curve(summary, task),
+                    "steps": summary["steps"], "train_time_s": summary["train_time_s"],
+                    "test_metrics_file": str((run_dir / "test" / "metrics.json").relative_to(out)),
+                    "lr_candidates": {f"{c[1]:g}": c[0] for c in candidates},
+                })
+            tests = np.array([s["test"] for s in per_seed])
+            task_result["arms"][arm] = {"runs": per_seed, "test_mean": float(tests.mean()),
+                                        "test_std": float(tests.std(ddof=1)) if tests.size > 1 else 0.0}
+        s, j = task_result["arms"]["scratch"], task_result["arms"]["jmp"]
+        task_result["improvement"] = 1.0 - j["test_mean"] / s["test_mean"] if s["test_mean"] > 0 else math.nan
+        task_result["speedup"] = steps_to_reach(s, j)
+        task_result["wall_time_s"] = time.perf_counter() - t_task
+        results["tasks"][task.name] = task_result
+        results["phases"]["finetuning_s"] = time.perf_counter() - t_start
+        finalize(results)
+        write_results(out, results)
+    return results
+
+
+def steps_to_reach(scratch: dict, jmp: dict) -> dict:
+    """Fine-tuning speed-up: steps the JMP arm needs to reach the scratch arm's final validation
+    error (first seed), compared with the scratch arm's steps (the paper's 'time to accuracy')."""
+    s_curve, j_curve = scratch["runs"][0]["val_curve"], jmp["runs"][0]["val_curve"]
+    if not s_curve or not j_curve:
+        return {"jmp_steps": None, "scratch_steps": None, "ratio": None}
+    target = min(v for _, v in s_curve)
+    scratch_steps = next(step for step, v in s_curve if v <= target)
+    jmp_steps = next((step for step, v in j_curve if v <= target), None)
+    ratio = scratch_steps / jmp_steps if jmp_steps else None
+    return {"target": target, "jmp_steps": jmp_steps, "scratch_steps": scratch_steps, "ratio": ratio}
+
+
+def finalize(results: dict) -> None:
+    imps = [t["improvement"] for t in results["tasks"].values() if math.isfinite(t["improvement"])]
+    results["mean_improvement"] = float(np.mean(imps)) if imps else math.nan
+    results["num_tasks"] = len(results["tasks"])
+    results["domains"] = sorted({t["domain"] for t in results["tasks"].values()})
+
+
+def write_results(out: Path, results: dict) -> None:
+    from openjmp.study.report import write_report
+    from openjmp.training.pretrain import write_json
+
+    write_json(out / "results.json", results)
+    write_report(out, results)
