@@ -137,6 +137,24 @@ class _PropertyHead:
     pbc: bool | None
 
 
+def _plain_activations(model: nn.Module) -> None:
+    """Make this model's ScaledSiLU modules use the plain ``silu(x) * scale`` formula (same
+    values and gradients): TorchDynamo cannot trace the fused in-place autograd.Function of
+    :class:`~openjmp.models.gemnet_oc.layers.ScaledSiLU` (torch 2.13: "lift_tracked_freevar_to_input
+    should not be called on root SubgraphTracer"). Instance-level, so other models keep the
+    fused version."""
+    import types
+
+    from openjmp.models.gemnet_oc.layers import SILU_SCALE, ScaledSiLU
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.silu(x) * SILU_SCALE
+
+    for module in model.modules():
+        if isinstance(module, ScaledSiLU):
+            module.forward = types.MethodType(forward, module)
+
+
 # ------------------------------------------------------------------------------- batching
 
 
@@ -228,6 +246,7 @@ class Predictor:
         self.backbone_fn = self.model
         self.compiled = False
         if compile:
+            _plain_activations(self.model)
             self.backbone_fn = torch.compile(self.model, dynamic=True)
             self.compiled = True
 
