@@ -14,7 +14,7 @@ import sys
 # verb -> (module, one-line help). Add a verb by adding its module here.
 VERBS: dict[str, tuple[str, str]] = {
     "inspect": ("openjmp.cli.inspect", "summarise a structure file that ASE reads"),
-    "demo": ("openjmp.cli.demo", "run the main job on the embedded default"),
+    "demo": ("openjmp.cli.demo", "run the main job on the embedded default (the miniature JMP study)"),
     "check-reference": ("openjmp.cli.check_reference", "compare GemNet-OC with a reference fixture"),
     "data": ("openjmp.cli.data", "convert, inspect or generate datasets (data convert|inspect|generate)"),
     "pretrain": ("openjmp.cli.pretrain", "joint multi-domain pre-training from a YAML config"),
