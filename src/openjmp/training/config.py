@@ -67,12 +67,14 @@ class DatasetConfig(_Strict):
 
 
 def resolve_path(path: Path, base: Path) -> Path:
-    """``asset://mini/...`` → the packaged asset; relative paths → relative to ``base``."""
+    """``asset://mini/...`` → the packaged asset; ``~/...`` → the home folder; relative paths →
+    relative to ``base``."""
     text = str(path)
     if text.startswith("asset:/"):
         from importlib import resources
 
         return Path(str(resources.files("openjmp") / "assets" / text.split(":", 1)[1].lstrip("/")))
+    path = Path(path).expanduser()
     return path if path.is_absolute() else (base / path).resolve()
 
 

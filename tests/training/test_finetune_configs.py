@@ -1,0 +1,172 @@
+"""The shipped fine-tuning configs: every YAML validates against FinetuneConfig, the paper
+folder holds one file per JMP fine-tuning task with the recipe's settings, the mini configs
+point at shipped data that has their targets, and the generator's output is committed."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from itertools import islice
+from pathlib import Path
+
+import pytest
+
+from openjmp.configuration import load_config
+from openjmp.data.readers import read
+from openjmp.training.config import resolve_path
+from openjmp.training.finetune_config import FinetuneConfig
+
+REPO = Path(__file__).resolve().parents[2]
+FINETUNE = REPO / "src" / "openjmp" / "configs" / "finetune"
+PAPER = sorted((FINETUNE / "paper").glob("*.yaml"))
+MINI = sorted((FINETUNE / "mini").glob("*.yaml"))
+
+QM9 = ("mu", "alpha", "eps_HOMO", "eps_LUMO", "delta_eps", "R_2_Abs", "ZPVE", "U_0", "U", "H", "G", "c_v")
+QM9_REFERENCED = {"ZPVE", "U_0", "U", "H", "G", "c_v"}
+RMD17 = ("aspirin", "benzene", "ethanol", "malonaldehyde", "naphthalene", "salicylic", "toluene",
+         "uracil", "paracetamol", "azobenzene")
+MD22 = ("Ac-Ala3-NHMe", "DHA", "stachyose", "AT-AT", "AT-AT-CG-CG", "buckyball-catcher",
+        "double-walled_nanotube")
+MD22_DIRECT = {"Ac-Ala3-NHMe", "double-walled_nanotube"}
+MATBENCH = ("jdft2d", "phonons", "dielectric", "log_gvrh", "log_kvrh", "perovskites", "mp_gap", "mp_e_form")
+
+
+def load(path: Path) -> FinetuneConfig:
+    return load_config(FinetuneConfig, path)
+
+
+def test_paper_folder_has_one_file_per_task():
+    expected = (
+        [f"qm9_{t}" for t in QM9] + [f"rmd17_{m}" for m in RMD17] + [f"md22_{m}" for m in MD22]
+        + ["spice_dipeptides", "spice_solvated_amino_acids"]
+        + [f"matbench_{t}" for t in MATBENCH] + ["matbench_mp_is_metal", "qmof_bandgap"]
+    )
+    assert len(PAPER) == 12 + 10 + 7 + 2 + 9 + 1 == 41
+    assert sorted(p.stem for p in PAPER) == sorted(expected)
+
+
+@pytest.mark.parametrize("path", PAPER + MINI, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_every_config_validates(path):
+    cfg = load(path)
+    assert cfg.data.path.is_absolute()
+    assert cfg.targets
+    if cfg.optim.llrd.preset is not None:
+        # the preset's block count must match the backbone it names (JMP-S: 4 blocks)
+        assert cfg.optim.llrd.preset == "jmp_s" and cfg.init.kind == "jmp"
+        assert len(cfg.optim.llrd.multipliers(4)) == 3 + 2 * 4
+
+
+@pytest.mark.parametrize("path", PAPER, ids=lambda p: p.stem)
+def test_paper_common_recipe(path):
+    cfg = load(path)
+    assert cfg.init.kind == "jmp" and cfg.init.use_ema
+    # "~" is the user's home folder, not a folder next to the config
+    assert Path(cfg.init.checkpoint) == Path("~/.cache/openjmp/jmp-s.pt").expanduser()
+    o, t = cfg.optim, cfg.trainer
+    assert o.lr == 8e-5 and tuple(o.betas) == (0.9, 0.95) and o.weight_decay == 0.1
+    assert o.grad_clip_value == 1.0 and o.llrd.preset == "jmp_s"
+    assert o.warmup_start_factor == 0.1 and o.min_lr_factor == 0.1 and o.plateau_factor == 0.8
+    # epochs -> steps: one validation per epoch; warm-up 5, cosine 32, run 500 epochs
+    epoch = t.val_every_n_steps
+    assert o.warmup_steps == 5 * epoch and o.cosine_steps == 32 * epoch and t.max_steps == 500 * epoch
+    assert o.plateau_patience == (25 if path.stem.startswith("rmd17_") else 3)
+    assert t.early_stopping_patience == 50
+    assert cfg.ema.enabled and cfg.ema.decay == 0.99
+    assert cfg.head_layers == 5
+    assert cfg.data.path.is_relative_to(path.parent / "data")
+
+
+def _family(stem: str) -> str:
+    return stem.split("_", 1)[0]
+
+
+@pytest.mark.parametrize("path", PAPER, ids=lambda p: p.stem)
+def test_paper_task_settings(path):
+    cfg = load(path)
+    fam, d = _family(path.stem), cfg.data
+    (target,) = cfg.targets
+    graph = (d.graph.cutoff, d.graph.max_neighbors)
+    if fam == "qm9":
+        name = path.stem.removeprefix("qm9_")
+        from openjmp.data.readers.qm9 import PROPERTIES
+        from openjmp.data.readers.qm9_pyg import Y_COLUMNS
+
+        assert target.name == name and target.kind == "scalar" and target.reduction == "sum"
+        assert target.target_key in {p[0] for p in PROPERTIES} & {c[0] for c in Y_COLUMNS}
+        assert target.reference == ("average" if name in QM9_REFERENCED else "none")
+        assert graph == (8.0, 30) and d.batch_size == 48 and d.format == "qm9-pyg"
+        # JMP's 10,000 / 10,000 molecules of the 130,831
+        assert round(d.val_fraction * 130_831) == round(d.test_fraction * 130_831) == 10_000
+        assert cfg.trainer.val_every_n_steps == math.ceil(110_831 / 48)
+        if name == "R_2_Abs":
+            assert "NOT implemented" in path.read_text()
+    elif fam == "rmd17":
+        assert target.kind == "energy_forces" and target.forces == "gradient"
+        assert (target.energy_coefficient, target.force_coefficient) == (0.0, 10.0)
+        assert graph == (7.0, 100) and d.batch_size == 1
+        assert d.reader_options == {"split": "jmp", "train_size": 950, "val_size": 50, "seed": 42}
+        assert cfg.trainer.val_every_n_steps == 950
+    elif fam == "md22":
+        mol = path.stem.removeprefix("md22_")
+        assert d.path.name == f"md22_{mol}.npz" and d.reader_options["split"] == "jmp"
+        assert target.forces == ("direct" if mol in MD22_DIRECT else "gradient")
+        assert (target.energy_coefficient, target.force_coefficient) == (1.0, 100.0)
+        assert graph == (12.0, 30) and d.batch_size in (1, 2)
+    elif fam == "spice":
+        assert target.forces == "gradient"
+        assert (target.energy_coefficient, target.force_coefficient) == (1.0, 100.0)
+        assert graph == (12.0, 30) and d.batch_size == 2
+        assert d.reader_options["split"] == "jmp" and len(d.reader_options["subsets"]) == 1
+    elif fam == "matbench":
+        assert d.reader_options["fold"] == 0 and graph == (12.0, 30) and 2 <= d.batch_size <= 8
+        assert "per-structure cap" in path.read_text()
+        if path.stem == "matbench_mp_is_metal":
+            assert target.kind == "classification" and tuple(target.class_weights) == (1.0, 1.342)
+            assert target.dropout == 0.5 and d.reader_options["allow_classification"] is True
+        else:
+            assert target.kind == "scalar"
+            assert target.reduction == ("max" if path.stem == "matbench_phonons" else "mean")
+    elif fam == "qmof":
+        assert target.target_key == "bandgap" and target.reduction == "mean"
+        assert graph == (19.0, 30) and d.batch_size == 4
+    else:  # pragma: no cover - a file of no known family
+        pytest.fail(f"unexpected config {path.name}")
+
+
+def test_mini_folder_covers_the_mini_finetuning_datasets():
+    assert len(MINI) >= 4
+    used = {load(p).data.path.relative_to(resolve_path(Path("asset://mini"), REPO)).parts[0] for p in MINI}
+    assert used == {"mini-rmd17", "mini-md22", "mini-qm9", "mini-matbench"}
+
+
+@pytest.mark.parametrize("path", MINI, ids=lambda p: p.stem)
+def test_mini_config_data_exists_and_has_the_target(path):
+    cfg = load(path)
+    assert cfg.data.path.exists(), cfg.data.path
+    assert cfg.init.kind == "pretrained" and cfg.init.checkpoint == "openjmp-mini"
+    assert (cfg.data.graph.cutoff, cfg.data.graph.max_neighbors) == (6.0, 20)
+    assert cfg.trainer.max_steps <= 1000 and cfg.data.batch_size <= 16
+    # the first few records carry what the targets need (catches a misspelt target key)
+    records = [item.record for item in islice(read(cfg.data.path, cfg.data.format, **cfg.data.reader_options), 3)]
+    assert records
+    for t in cfg.targets:
+        for r in records:
+            if t.kind == "energy_forces":
+                assert r.energy is not None and r.forces is not None
+            else:
+                assert math.isfinite(float(r.targets[t.target_key]))
+
+
+def test_generated_files_are_up_to_date():
+    spec = importlib.util.spec_from_file_location("make_finetune_configs", REPO / "scripts" / "make_finetune_configs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    files = module.all_configs()
+    assert set(files) == set(PAPER) | set(MINI)
+    stale = [p.name for p, text in files.items() if p.read_text() != text]
+    assert not stale, f"rerun scripts/make_finetune_configs.py: {stale}"
+
+
+def test_resolve_path_expands_home(tmp_path):
+    assert resolve_path(Path("~/x.pt"), tmp_path) == Path.home() / "x.pt"
+    assert resolve_path(Path("data/x.npz"), tmp_path) == tmp_path / "data" / "x.npz"
