@@ -170,3 +170,14 @@ def test_generated_files_are_up_to_date():
 def test_resolve_path_expands_home(tmp_path):
     assert resolve_path(Path("~/x.pt"), tmp_path) == Path.home() / "x.pt"
     assert resolve_path(Path("data/x.npz"), tmp_path) == tmp_path / "data" / "x.npz"
+
+
+def test_mini_configs_give_nonempty_splits_with_their_targets():
+    from openjmp.training.finetune import check_targets, load_finetune_splits
+
+    for path in MINI:
+        cfg = load(path)
+        splits = load_finetune_splits(cfg)
+        assert all(len(splits[name]) >= 10 for name in ("train", "val", "test")), (path.name, splits.keys())
+        assert len(splits["train"]) <= 250
+        check_targets(cfg, splits["train"])  # raises on a missing key or missing forces
