@@ -33,7 +33,7 @@ def _energy(model, atoms):
 
 def _mini(seed=0, **overrides):
     torch.manual_seed(seed)
-    return registry.create_model("openjmp-mini", **overrides)
+    return registry.create_model("openjmp-tiny", **overrides)
 
 
 def test_round_trip_config_weights_normalisation(tmp_path):

@@ -16,8 +16,8 @@ from openjmp.models.gemnet_oc.keys import canonical_state_dict
 
 
 def test_list_models():
-    assert {"jmp-s", "jmp-l", "openjmp-mini"} <= set(registry.list_models())
-    assert registry.list_models(pretrained=True) == ["jmp-l", "jmp-s"]
+    assert {"jmp-s", "jmp-l", "openjmp-tiny"} <= set(registry.list_models())
+    assert registry.list_models(pretrained=True) == ["jmp-l", "jmp-s", "openjmp-mini"]
     assert registry.list_models("jmp-*") == ["jmp-l", "jmp-s"]
     with pytest.raises(KeyError, match="unknown model 'jmp-xl'.*jmp-s"):
         registry.create_model("jmp-xl")
@@ -34,7 +34,7 @@ def test_presets_match_published_parameter_counts(shared_dir, name):
 
 def test_overrides():
     with torch.device("meta"):
-        model = registry.create_model("openjmp-mini", regress_forces=False, direct_forces=False,
+        model = registry.create_model("openjmp-tiny", regress_forces=False, direct_forces=False,
                                       num_pretrain_tasks=0, finetune_energy=True, num_blocks=3)
     keys = set(model.state_dict())
     assert not any(k.startswith("backbone.out_mlp_F.") for k in keys)
@@ -42,9 +42,9 @@ def test_overrides():
     assert len(model.backbone.int_blocks) == 3
     assert model.model_config["backbone"]["num_blocks"] == 3 and model.model_config["pretrain_tasks"] == []
     with pytest.raises(TypeError, match="unknown model option 'num_layers'"):
-        registry.create_model("openjmp-mini", num_layers=3)
+        registry.create_model("openjmp-tiny", num_layers=3)
     with pytest.raises(ValueError, match="emb_size_atom"):
-        registry.create_model("openjmp-mini", emb_size_atom="big")
+        registry.create_model("openjmp-tiny", emb_size_atom="big")
 
 
 def test_pretrained_weights_are_never_downloaded(tmp_path, monkeypatch):
@@ -58,13 +58,13 @@ def test_pretrained_weights_are_never_downloaded(tmp_path, monkeypatch):
     assert str(tmp_path / "cache" / "jmp-s.pt") in message and "OPENJMP_CACHE" in message
     assert str(tmp_path / "xdg" / "openjmp" / "jmp-s.pt") in message
     with pytest.raises(ValueError, match="no published weights"):
-        registry.create_model("openjmp-mini", pretrained=True)
+        registry.create_model("openjmp-tiny", pretrained=True)
 
 
 def _mini_pretraining_checkpoint(path):
-    """A Lightning-layout checkpoint of openjmp-mini with distinct EMA values."""
+    """A Lightning-layout checkpoint of openjmp-tiny with distinct EMA values."""
     torch.manual_seed(1)
-    model = registry.create_model("openjmp-mini")
+    model = registry.create_model("openjmp-tiny")
     sd = OrderedDict((k, v.detach().clone()) for k, v in model.state_dict().items())
     for key in sd:  # aliases share storage, as in the original module's state_dict
         target = jmp._alias_of(key)
@@ -84,7 +84,7 @@ def test_create_from_a_jmp_layout_checkpoint(tmp_path):
     sd, ema = _mini_pretraining_checkpoint(path)
     ema_by_key = dict(zip(jmp.ema_parameter_keys(sd), ema))
 
-    model = registry.create_model("openjmp-mini", checkpoint_path=path)
+    model = registry.create_model("openjmp-tiny", checkpoint_path=path)
     loaded = canonical_state_dict(model.state_dict(), check=False)
     for key, value in loaded.items():
         if key in ema_by_key and not (".out_blocks." in key and ".layers." in key):
@@ -92,12 +92,12 @@ def test_create_from_a_jmp_layout_checkpoint(tmp_path):
         else:  # buffers, and the out-block MLPs JMP leaves raw (alias semantics)
             torch.testing.assert_close(value, sd[key], rtol=0, atol=0)
 
-    raw = registry.create_model("openjmp-mini", checkpoint_path=path, use_ema=False)
+    raw = registry.create_model("openjmp-tiny", checkpoint_path=path, use_ema=False)
     for key, value in canonical_state_dict(raw.state_dict(), check=False).items():
         torch.testing.assert_close(value, sd[key], rtol=0, atol=0)
 
     # fine-tuning build: backbone without force outputs, fresh energy head, no pre-training heads
-    ft = registry.create_model("openjmp-mini", checkpoint_path=path, num_pretrain_tasks=0,
+    ft = registry.create_model("openjmp-tiny", checkpoint_path=path, num_pretrain_tasks=0,
                                finetune_energy=True, regress_forces=False, direct_forces=False)
     ft_sd = ft.state_dict()
     torch.testing.assert_close(ft_sd["embedding.atom_embedding.weight"],
@@ -105,7 +105,7 @@ def test_create_from_a_jmp_layout_checkpoint(tmp_path):
     assert "backbone.out_mlp_F.out_mlp.0.linear.weight" not in ft_sd
 
     with pytest.raises(CheckpointError, match="2 pre-training heads, the model 4|4 pre-training heads, the model 2"):
-        registry.create_model("openjmp-mini", checkpoint_path=path, num_pretrain_tasks=2)
+        registry.create_model("openjmp-tiny", checkpoint_path=path, num_pretrain_tasks=2)
 
 
 def test_pretrained_from_cache_with_pinned_digest(tmp_path, monkeypatch):
@@ -117,13 +117,13 @@ def test_pretrained_from_cache_with_pinned_digest(tmp_path, monkeypatch):
 
     def register(name, sha):
         cfg = registry.PretrainedCfg(file_name=path.name, source="test", sha256=sha)
-        entry = registry.get_model_entry("openjmp-mini")
+        entry = registry.get_model_entry("openjmp-tiny")
         monkeypatch.setitem(registry._REGISTRY, name, registry.ModelEntry(
             name, entry.builder, entry.preset_file, "test entry", cfg))
 
     register("mini-pinned", digest)
     monkeypatch.setattr(registry, "pretraining_key_spec",
-                        lambda name, _orig=registry.pretraining_key_spec: _orig("openjmp-mini"))
+                        lambda name, _orig=registry.pretraining_key_spec: _orig("openjmp-tiny"))
     model = registry.create_model("mini-pinned", pretrained=True)
     torch.testing.assert_close(model.state_dict()["embedding.atom_embedding.weight"], ema[0], rtol=0, atol=0)
 

@@ -22,7 +22,7 @@ def _mini_checkpoint(path, throwaway_module):
     cfg = mod.Cfg()
     cfg.backbone = {"num_blocks": 2}
     torch.manual_seed(4)
-    model = registry.create_model("openjmp-mini")
+    model = registry.create_model("openjmp-tiny")
     sd = OrderedDict((k, v.detach().clone()) for k, v in model.state_dict().items())
     for key in sd:
         target = jmp._alias_of(key)
@@ -45,7 +45,7 @@ def test_models_list_json(capsys, tmp_path, monkeypatch):
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows["jmp-s"]["local_file"] == str(tmp_path / "jmp-s.pt")
     assert rows["jmp-l"]["local_file"] is None and rows["jmp-l"]["url"].endswith("/jmp-l.pt")
-    assert rows["openjmp-mini"]["weights"] is None
+    assert rows["openjmp-tiny"]["weights"] is None
     assert main(["models", "list"]) == 0
     assert "never downloaded" in capsys.readouterr().out
 
@@ -54,15 +54,15 @@ def test_convert_then_load_gives_the_same_model(tmp_path, throwaway_module, caps
     src = tmp_path / "mini.ckpt"
     _mini_checkpoint(src, throwaway_module)
     out = tmp_path / "mini-openjmp.pt"
-    assert main(["models", "convert", str(src), str(out), "--preset", "openjmp-mini"]) == 0
+    assert main(["models", "convert", str(src), str(out), "--preset", "openjmp-tiny"]) == 0
     assert "sha256" in capsys.readouterr().out
 
     mf = load_model_file(out)
     assert mf.extra["used_ema"] is True and mf.extra["global_step"] == 99
     assert mf.heads["pretrain_tasks"] == ["oc20", "oc22", "ani1x", "transition1x"]
 
-    from_lightning = registry.create_model("openjmp-mini", checkpoint_path=src)
-    from_converted = registry.create_model("openjmp-mini", checkpoint_path=out)
+    from_lightning = registry.create_model("openjmp-tiny", checkpoint_path=src)
+    from_converted = registry.create_model("openjmp-tiny", checkpoint_path=out)
     rebuilt, _ = registry.load_model(out)
     a = canonical_state_dict(from_lightning.state_dict())
     for other in (from_converted, rebuilt):
@@ -72,7 +72,7 @@ def test_convert_then_load_gives_the_same_model(tmp_path, throwaway_module, caps
             torch.testing.assert_close(b[key], a[key], rtol=0, atol=0)
 
     # a fine-tuning model from the converted pre-training file: backbone loaded, new energy head
-    ft = registry.create_model("openjmp-mini", checkpoint_path=out, num_pretrain_tasks=0,
+    ft = registry.create_model("openjmp-tiny", checkpoint_path=out, num_pretrain_tasks=0,
                                finetune_energy=True, regress_forces=False, direct_forces=False)
     ft_sd = canonical_state_dict(ft.state_dict())
     assert any(k.startswith("out_energy.") for k in ft_sd)
@@ -80,20 +80,20 @@ def test_convert_then_load_gives_the_same_model(tmp_path, throwaway_module, caps
         if not key.startswith("out_energy."):
             torch.testing.assert_close(value, a[key], rtol=0, atol=0)
 
-    assert main(["models", "inspect", str(src), "--preset", "openjmp-mini", "--json"]) == 0
+    assert main(["models", "inspect", str(src), "--preset", "openjmp-tiny", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["variant"] == "openjmp-mini" and info["epoch"] == 3 and info["used_ema"] is True
+    assert info["variant"] == "openjmp-tiny" and info["epoch"] == 3 and info["used_ema"] is True
     assert info["placeholder_classes"] == ["old_project.cfg.Cfg"]
     assert main(["models", "inspect", str(out), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["kind"] == "openjmp model file" and info["preset"] == "openjmp-mini"
+    assert info["kind"] == "openjmp model file" and info["preset"] == "openjmp-tiny"
 
 
 def test_convert_raw_weights(tmp_path, throwaway_module):
     src = tmp_path / "mini.ckpt"
     sd, _ = _mini_checkpoint(src, throwaway_module)
     out = tmp_path / "raw.pt"
-    convert_jmp_checkpoint(src, out, preset="openjmp-mini", use_ema=False, hash_source=False)
+    convert_jmp_checkpoint(src, out, preset="openjmp-tiny", use_ema=False, hash_source=False)
     mf = load_model_file(out)
     assert mf.extra["used_ema"] is False and mf.extra["source_sha256"] is None
     for key, value in mf.state_dict.items():

@@ -24,7 +24,7 @@ def tiny_model(kind: str = "energy_forces", seed: int = 0, **overrides):
     elif kind == "none":
         opts.update(num_pretrain_tasks=0)
     opts.update(overrides)
-    model = create_model("openjmp-mini", **opts)
+    model = create_model("openjmp-tiny", **opts)
     # random init gives tiny outputs; scale the head weights up so forces are O(0.1-1) eV/Å
     with torch.no_grad():
         for name, p in model.named_parameters():

@@ -37,7 +37,7 @@ def toy_study(tmp_path_factory):
         crystals.append(c)
     ase.io.write(folder / "crystals.extxyz", crystals)
     torch.manual_seed(0)
-    model = create_model("openjmp-mini", num_pretrain_tasks=1, num_blocks=1)
+    model = create_model("openjmp-tiny", num_pretrain_tasks=1, num_blocks=1)
     save_model_file(model, folder / "pre.pt", normalization={}, heads={"t": {"kind": "pretrain"}})
     common = {"graph": {"cutoff": 4.0, "max_neighbors": 8}, "batch_size": 4, "format": "ase"}
     cfg = {

@@ -36,7 +36,7 @@ def tiny_pretrain_config(folder: Path, **changes) -> dict:
     cfg = {
         "seed": 0,
         "output_dir": str(folder / "run"),
-        "model": {"preset": "openjmp_mini", "backbone": {"num_blocks": 1}, "head_layers": 2, "edge_dropout": 0.1},
+        "model": {"preset": "openjmp_tiny", "backbone": {"num_blocks": 1}, "head_layers": 2, "edge_dropout": 0.1},
         "datasets": [
             {"name": "slabs", "path": str(folder / "slabs.extxyz"), "format": "ase",
              "graph": {"cutoff": 5.0, "max_neighbors": 12}, "force_coefficient": 10},

@@ -34,7 +34,7 @@ def ft_data(tmp_path_factory):
         frames.append(m)
     ase.io.write(folder / "mols.extxyz", frames)
     torch.manual_seed(0)
-    model = create_model("openjmp-mini", num_pretrain_tasks=1)
+    model = create_model("openjmp-tiny", num_pretrain_tasks=1)
     save_model_file(model, folder / "pre.pt", normalization={"task0": {}}, heads={"task0": {"kind": "pretrain"}})
     return folder
 

@@ -53,6 +53,8 @@ class PretrainedCfg:
     sha256: str | None = None  # pinned digest; None = not pinned (verified only when set)
     size_bytes: int | None = None  # expected size when known (a mismatch warns)
     file_format: str = "jmp-lightning"  # "jmp-lightning" (published JMP) or "openjmp" (ours)
+    #: weights shipped inside the package: path under ``openjmp/assets`` (looked up first)
+    packaged: str | None = None
 
 
 @dataclass(frozen=True)
@@ -196,6 +198,10 @@ def resolve_pretrained_file(name: str) -> Path:
             f"{', '.join(list_models(pretrained=True))}"
         )
     candidates = [d / cfg.file_name for d in cache_dirs()]
+    if cfg.packaged:
+        from importlib import resources
+
+        candidates.insert(0, Path(str(resources.files("openjmp") / "assets" / cfg.packaged)))
     for path in candidates:
         if path.is_file():
             check_pretrained_file(path, cfg)
@@ -398,7 +404,29 @@ def jmp_l(**overrides: Any) -> nn.Module:
     return build_model(model_config("jmp-l", **overrides))
 
 
+@register_model("openjmp-tiny", preset_file="openjmp_tiny",
+                description="tiny GemNet-OC (2 blocks, 32/48 features; the reference fixture's sizes) for tests; no weights")
+def openjmp_tiny(**overrides: Any) -> nn.Module:
+    return build_model(model_config("openjmp-tiny", **overrides))
+
+
+def _packaged_card(name: str) -> dict:
+    """The model card data shipped beside packaged weights (sha256, config, results)."""
+    import json
+    from importlib import resources
+
+    path = Path(str(resources.files("openjmp") / "assets" / "weights" / f"{name}.json"))
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 @register_model("openjmp-mini", preset_file="openjmp_mini",
-                description="small GemNet-OC (2 blocks, 32/48 features) for tests and demos; no weights")
+                description="CPU-sized GemNet-OC (3 blocks, 64 features) pre-trained on the shipped mini suite "
+                            "(configs/pretrain/mini.yaml); weights ship with the package",
+                pretrained=PretrainedCfg(
+                    file_name="openjmp-mini.pt", packaged="weights/openjmp-mini.pt", file_format="openjmp",
+                    source="openjmp pretrain --config configs/pretrain/mini.yaml on the shipped mini suite "
+                           "(EMT slabs + GFN2-xTB molecules and reaction paths); card: assets/weights/openjmp-mini.md",
+                    license="MIT (weights trained by openjmp on openjmp's own generated data)",
+                    sha256=_packaged_card("openjmp-mini").get("sha256")))
 def openjmp_mini(**overrides: Any) -> nn.Module:
     return build_model(model_config("openjmp-mini", **overrides))
