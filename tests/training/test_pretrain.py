@@ -126,3 +126,21 @@ def test_ddp_two_processes_equal_one_process_with_same_global_batch(two_domains,
     a, b = _final_weights(tmp_path / "one"), _final_weights(tmp_path / "two")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6, msg=k)
+
+
+def test_non_finite_loss_skips_the_batch_then_aborts(two_domains, tmp_path):
+    """A NaN loss skips its batch with a warning; more than max_nan_batches of them abort."""
+    from openjmp.training.pretrain import PretrainDataModule, PretrainModule
+
+    cfg = load_config(PretrainConfig, data=_cfg(two_domains, tmp_path, **{"trainer.max_nan_batches": 1}))
+    dm = PretrainDataModule(cfg)
+    dm.load()
+    module = PretrainModule(cfg.model_dump(mode="json"), [n.as_dict() for n in dm.normalizers])
+    batch = next(iter(dm.train_dataloader())).to(dtype=torch.float32)
+    assert torch.isfinite(module.training_step(batch, 0))
+    batch.data.energy[0] = float("nan")
+    with pytest.warns(UserWarning, match="non-finite loss"):
+        assert module.training_step(batch, 1) is None
+    assert module.nan_batches == 1
+    with pytest.raises(RuntimeError, match="non-finite losses; aborting"), pytest.warns(UserWarning):
+        module.training_step(batch, 2)
