@@ -200,6 +200,12 @@ def test_float32_close_to_float64(model_path, calc64):
 
 
 def test_lazy_export():
+    import subprocess
+    import sys
+
     import openjmp
 
     assert openjmp.JMPCalculator is JMPCalculator
+    code = "import sys, openjmp; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"  # `import openjmp` stays light
