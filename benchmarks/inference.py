@@ -1,7 +1,8 @@
 """MD throughput of JMPCalculator: steps/s and atoms·steps/s, eager vs torch.compile.
 
 Systems: fcc Cu bulk (rattled, periodic) of 20, 108 and 1000 atoms. Models: ``openjmp-mini``
-(2 blocks, 32/48 features) and the JMP-S architecture (4 blocks, 256/512), both with random
+(the preset of the day; 3 blocks, 64 features since 6c59edd) and the JMP-S architecture
+(4 blocks, 256/512), both with random
 weights and a fine-tuning energy head (gradient forces: one forward + one backward per step),
 JMP's graph settings (cutoff 12 Å, max_neighbors 30; a2a cap 1000). One MD step = one velocity
 Verlet step (0.5 fs) through ASE = graph rebuild + forward + backward. Each repeat runs
@@ -30,6 +31,7 @@ from _common import machine_info, time_repeats, write_results  # noqa: E402
 
 GRAPH = {"cutoff": 12.0, "max_neighbors": 30, "pbc": None}
 MODELS = {"mini": "openjmp-mini", "jmp-s": "jmp-s"}
+PARAMETERS: dict[str, int] = {}
 
 
 def make_model_file(preset: str, folder: Path) -> Path:
@@ -40,6 +42,7 @@ def make_model_file(preset: str, folder: Path) -> Path:
     torch.manual_seed(0)
     model = create_model(preset, num_pretrain_tasks=0, finetune_energy=True,
                          regress_forces=False, direct_forces=False)
+    PARAMETERS[preset] = sum(p.numel() for p in model.parameters())
     path = folder / f"{preset}.pt"
     save_model_file(model, path, normalization={"energy": {
         "linear_reference": [0.0] * 120, "energy_mean": 0.0, "energy_std": 1.0, "force_std": 1.0}},
@@ -121,6 +124,7 @@ def main() -> int:
                                  else [False]):
                     result = bench_case(path, natoms, steps, args.repeats, compiled)
                     result["model"] = key
+                    result["parameters"] = PARAMETERS[MODELS[key]]
                     cases.append(result)
                     print(f"{key:6s} {result['natoms']:5d} atoms  "
                           f"{'compiled' if compiled else 'eager   '}  "
