@@ -185,8 +185,9 @@ class Predictor:
     """Physical predictions of one energy head (+ every property head) of a loaded model file.
 
     Args:
-        model: the model of :func:`openjmp.models.registry.load_model` (moved to ``device`` /
-            ``dtype`` here, set to eval mode).
+        model: the model of :func:`openjmp.models.registry.load_model`. The predictor takes
+            ownership: it is moved to ``device`` / ``dtype``, set to eval mode and its parameters
+            stop requiring grad (pass a copy of a model that is still being trained).
         model_file: its :class:`~openjmp.checkpoints.format.ModelFile` (``heads``,
             ``normalization``).
         head: energy head name (default: see :func:`select_energy_head`).
