@@ -197,7 +197,7 @@ class Predictor:
         unknown_elements: ``"warn"`` / ``"error"`` / ``"ignore"`` for elements outside the
             head's ``elements``.
         compile: run the backbone through ``torch.compile(dynamic=True)``: equal to eager,
-            1.4x faster per MD step on CPU for openjmp-mini, but minutes of compilation (see
+            1.4-1.9x faster per MD step on CPU for openjmp-mini, but minutes of compilation (see
             docs/inference.md); off by default.
     """
 
