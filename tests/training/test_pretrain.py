@@ -75,7 +75,9 @@ def _final_weights(out):
 
 def test_resume_after_sigkill_is_bit_identical(two_domains, tmp_path):
     """Kill a run (SIGKILL) after its step-6 checkpoint, resume, compare with an uninterrupted run."""
-    base = _cfg(two_domains, tmp_path, **{"trainer.max_steps": 14, "trainer.checkpoint_every_n_steps": 6})
+    # validation at steps 3, 6, 9, 12: the step-6 checkpoint already holds validation history
+    base = _cfg(two_domains, tmp_path, **{"trainer.max_steps": 14, "trainer.checkpoint_every_n_steps": 6,
+                                          "trainer.val_every_n_steps": 3})
     full = dict(base, output_dir=str(tmp_path / "full"))
     cut = dict(base, output_dir=str(tmp_path / "cut"))
     env = dict(os.environ, OMP_NUM_THREADS="1")

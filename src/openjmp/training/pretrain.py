@@ -318,9 +318,11 @@ class PretrainModule(L.LightningModule):
         record = {"step": int(self.global_step), "epoch": int(self.current_epoch), "datasets": {}}
         losses = []
         for name, s in self._val_sums.items():
+            # plain Python floats: checkpoints must load with torch.load(weights_only=True)
             m = {
-                "energy_mae_eV": s[0] / s[2], "energy_mae_meV_per_atom": 1000 * s[1] / s[2],
-                "force_mae_eV_per_A": s[3] / max(s[4], 1), "structures": int(s[2]), "loss": s[5] / s[2],
+                "energy_mae_eV": float(s[0] / s[2]), "energy_mae_meV_per_atom": float(1000 * s[1] / s[2]),
+                "force_mae_eV_per_A": float(s[3] / max(s[4], 1)), "structures": int(s[2]),
+                "loss": float(s[5] / s[2]),
             }
             record["datasets"][name] = m
             losses.append(m["loss"])
