@@ -30,19 +30,34 @@ class ExponentialMovingAverage:
             if name in self.shadow:
                 self.shadow[name].lerp_(p.detach(), 1.0 - self.decay)
 
+    def swap_in(self, model: nn.Module) -> None:
+        """Put the EMA weights into ``model``, keeping the training weights for `restore`.
+
+        (Two calls instead of a context manager where the swap spans hooks, e.g. the start and
+        end of a validation epoch.)"""
+        params = dict(model.named_parameters())
+        self._backup = {name: params[name].detach().clone() for name in self.shadow}
+        with torch.no_grad():
+            for name, value in self.shadow.items():
+                params[name].copy_(value)
+
+    def restore(self, model: nn.Module) -> None:
+        """Undo `swap_in` (no-op when nothing is swapped in)."""
+        backup, self._backup = getattr(self, "_backup", None), None
+        if backup is None:
+            return
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, value in backup.items():
+                params[name].copy_(value)
+
     @contextmanager
     def swapped_in(self, model: nn.Module):
-        params = dict(model.named_parameters())
-        backup = {name: params[name].detach().clone() for name in self.shadow}
+        self.swap_in(model)
         try:
-            with torch.no_grad():
-                for name, value in self.shadow.items():
-                    params[name].copy_(value)
             yield model
         finally:
-            with torch.no_grad():
-                for name, value in backup.items():
-                    params[name].copy_(value)
+            self.restore(model)
 
     def ema_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """The model's full state dict with EMA values in place of the trained parameters."""

@@ -233,7 +233,6 @@ class FinetuneModule(L.LightningModule):
         self.best_step = -1
         self.val_history: list[dict] = []
         self._val: dict = {}
-        self._ema_backup = None
         self._refs = {
             name: torch.tensor(n.get("linear_reference") or [0.0] * 120, dtype=torch.float64)
             for name, n in normalization.items()
@@ -369,11 +368,7 @@ class FinetuneModule(L.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self._val = {"loss": [], "n": 0}
         if self.ema is not None:
-            self._ema_backup = {n: p.detach().clone() for n, p in self.model.named_parameters() if n in self.ema.shadow}
-            with torch.no_grad():
-                params = dict(self.model.named_parameters())
-                for n, v in self.ema.shadow.items():
-                    params[n].copy_(v)
+            self.ema.swap_in(self.model)
 
     def validation_step(self, batch: GraphBatch, batch_idx: int):
         with torch.enable_grad():
@@ -395,12 +390,8 @@ class FinetuneModule(L.LightningModule):
             regression_metrics,
         )
 
-        if self._ema_backup is not None:
-            with torch.no_grad():
-                params = dict(self.model.named_parameters())
-                for n, v in self._ema_backup.items():
-                    params[n].copy_(v)
-            self._ema_backup = None
+        if self.ema is not None:
+            self.ema.restore(self.model)
         if self.trainer.sanity_checking or not self._val.get("n"):
             return
         val_loss = sum(self._val["loss"]) / self._val["n"]

@@ -176,7 +176,6 @@ class PretrainModule(L.LightningModule):
         self.batches_seen = 0
         self._val_sums: dict = {}
         self.val_history: list[dict] = []
-        self._ema_backup = None
 
     # ------------------------------------------------------------------ forward
     def predict_normalized(self, batch: GraphBatch, training: bool = False):
@@ -284,11 +283,7 @@ class PretrainModule(L.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self._val_sums = {}
         if self.ema is not None:
-            self._ema_backup = {n: p.detach().clone() for n, p in self.model.named_parameters() if n in self.ema.shadow}
-            with torch.no_grad():
-                params = dict(self.model.named_parameters())
-                for n, v in self.ema.shadow.items():
-                    params[n].copy_(v)
+            self.ema.swap_in(self.model)
 
     def validation_step(self, batch: GraphBatch, batch_idx: int, dataloader_idx: int = 0):
         energy, forces = self.predict_normalized(batch)
@@ -307,12 +302,8 @@ class PretrainModule(L.LightningModule):
             ]
 
     def on_validation_epoch_end(self) -> None:
-        if self._ema_backup is not None:
-            with torch.no_grad():
-                params = dict(self.model.named_parameters())
-                for n, v in self._ema_backup.items():
-                    params[n].copy_(v)
-            self._ema_backup = None
+        if self.ema is not None:
+            self.ema.restore(self.model)
         if self.trainer.sanity_checking or not self._val_sums:
             return
         record = {"step": int(self.global_step), "epoch": int(self.current_epoch), "datasets": {}}
