@@ -693,8 +693,9 @@ def load_checkpoint_file(path: str | Path, *, map_location: Any = "cpu", mmap: b
     use_mmap = is_zip if mmap is None else bool(mmap)
     module = sys.modules[__name__]
     try:
-        return torch.load(path, map_location=map_location, pickle_module=module,
-                          weights_only=False, mmap=use_mmap)
+        # weights_only=False is safe here: `module` (this file) is the allow-list unpickler
+        load_kwargs = {"map_location": map_location, "pickle_module": module, "mmap": use_mmap}
+        return torch.load(path, weights_only=False, **load_kwargs)
     except UnsafeCheckpointError as exc:
         raise UnsafeCheckpointError(f"{path}: {exc}") from None
     except CheckpointError:
