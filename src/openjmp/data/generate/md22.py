@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from openjmp.data.generate.common import Result
-from openjmp.data.generate.molecules import MD22_SMILES, embed, langevin_md, relax
+from openjmp.data.generate.molecules import MD22_SMILES, md_trajectory, md_trajectory_plan
 from openjmp.data.generate.rmd17 import EV_TO_KCAL_PER_MOL
 from openjmp.data.generate.writers import write_npz
 
@@ -42,34 +42,13 @@ CARD = {
 
 def plan(size: str, seed: int) -> list[dict[str, Any]]:
     frames, n_traj = SIZES[size]
-    per = [frames // n_traj + (1 if k < frames % n_traj else 0) for k in range(n_traj)]
-    equilibration = EQUILIBRATION if size != "tiny" else 20  # tiny: tests only
-    return [
-        {"molecule": name, "trajectory": k, "n_frames": per[k], "equilibration": equilibration}
-        for name in MD22_SMILES
-        for k in range(n_traj)
-    ]
+    return md_trajectory_plan(MD22_SMILES, frames, n_traj, size, EQUILIBRATION)
 
 
 def work(item: dict[str, Any], rng: np.random.Generator) -> Result:
-    atoms = embed(MD22_SMILES[item["molecule"]], seed=int(rng.integers(2**31 - 1)))
-    atoms, _ = relax(atoms, fmax=0.05, steps=500)
-    frames = langevin_md(
-        atoms,
-        temperature=TEMPERATURE,
-        n_frames=item["n_frames"],
-        stride=STRIDE,
-        equilibration=item["equilibration"],
-        timestep_fs=TIMESTEP_FS,
-        friction_per_fs=FRICTION_PER_FS,
-        rng=rng,
-    )
-    return {
-        "numbers": atoms.numbers.astype(np.int64),
-        "positions": np.stack([f[0] for f in frames]),
-        "energy": np.array([f[1] for f in frames]),
-        "forces": np.stack([f[2] for f in frames]),
-    }
+    return md_trajectory(MD22_SMILES[item["molecule"]], item, rng, relax_fmax=0.05, relax_steps=500,
+                         temperature=TEMPERATURE, stride=STRIDE, timestep_fs=TIMESTEP_FS,
+                         friction_per_fs=FRICTION_PER_FS)
 
 
 def write(

@@ -198,3 +198,32 @@ def langevin_md(atoms: Atoms, *, temperature: float, n_frames: int, stride: int,
         frames.append((atoms.get_positions().copy(), float(atoms.get_potential_energy()),
                        atoms.get_forces(apply_constraint=False).copy()))
     return frames
+
+
+def md_trajectory_plan(names, frames: int, n_traj: int, size: str, equilibration: int) -> list[dict]:
+    """Work items for MD datasets: ``n_traj`` independent trajectories per molecule sharing
+    ``frames`` frames (the first ones get the remainder); tiny size: 20 equilibration steps."""
+    per = [frames // n_traj + (1 if k < frames % n_traj else 0) for k in range(n_traj)]
+    equilibration = equilibration if size != "tiny" else 20  # tiny: tests only
+    return [
+        {"molecule": name, "trajectory": k, "n_frames": per[k], "equilibration": equilibration}
+        for name in names
+        for k in range(n_traj)
+    ]
+
+
+def md_trajectory(smiles: str, item: dict, rng: np.random.Generator, *, relax_fmax: float, relax_steps: int,
+                  temperature: float, stride: int, timestep_fs: float, friction_per_fs: float) -> dict:
+    """Embed, relax, then Langevin MD; the frames as arrays (positions Å, energy eV, forces eV/Å)."""
+    atoms = embed(smiles, seed=int(rng.integers(2**31 - 1)))
+    atoms, _ = relax(atoms, fmax=relax_fmax, steps=relax_steps)
+    frames = langevin_md(
+        atoms, temperature=temperature, n_frames=item["n_frames"], stride=stride,
+        equilibration=item["equilibration"], timestep_fs=timestep_fs, friction_per_fs=friction_per_fs, rng=rng,
+    )
+    return {
+        "numbers": atoms.numbers.astype(np.int64),
+        "positions": np.stack([f[0] for f in frames]),
+        "energy": np.array([f[1] for f in frames]),
+        "forces": np.stack([f[2] for f in frames]),
+    }

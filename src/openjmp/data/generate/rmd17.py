@@ -10,7 +10,7 @@ import numpy as np
 from ase.units import kcal, mol
 
 from openjmp.data.generate.common import Result, item_rng
-from openjmp.data.generate.molecules import RMD17_SMILES, embed, langevin_md, relax
+from openjmp.data.generate.molecules import RMD17_SMILES, md_trajectory, md_trajectory_plan
 from openjmp.data.generate.writers import write_npz, write_text
 
 NAME = "mini-rmd17"
@@ -52,34 +52,13 @@ CARD = {
 
 def plan(size: str, seed: int) -> list[dict[str, Any]]:
     names, frames, n_traj = SIZES[size]
-    per = [frames // n_traj + (1 if k < frames % n_traj else 0) for k in range(n_traj)]
-    equilibration = EQUILIBRATION if size != "tiny" else 20  # tiny: tests only
-    return [
-        {"molecule": name, "trajectory": k, "n_frames": per[k], "equilibration": equilibration}
-        for name in names
-        for k in range(n_traj)
-    ]
+    return md_trajectory_plan(names, frames, n_traj, size, EQUILIBRATION)
 
 
 def work(item: dict[str, Any], rng: np.random.Generator) -> Result:
-    atoms = embed(RMD17_SMILES[item["molecule"]], seed=int(rng.integers(2**31 - 1)))
-    atoms, _ = relax(atoms, fmax=0.02, steps=400)
-    frames = langevin_md(
-        atoms,
-        temperature=TEMPERATURE,
-        n_frames=item["n_frames"],
-        stride=STRIDE,
-        equilibration=item["equilibration"],
-        timestep_fs=TIMESTEP_FS,
-        friction_per_fs=FRICTION_PER_FS,
-        rng=rng,
-    )
-    return {
-        "numbers": atoms.numbers.astype(np.int64),
-        "positions": np.stack([f[0] for f in frames]),
-        "energy": np.array([f[1] for f in frames]),
-        "forces": np.stack([f[2] for f in frames]),
-    }
+    return md_trajectory(RMD17_SMILES[item["molecule"]], item, rng, relax_fmax=0.02, relax_steps=400,
+                         temperature=TEMPERATURE, stride=STRIDE, timestep_fs=TIMESTEP_FS,
+                         friction_per_fs=FRICTION_PER_FS)
 
 
 def write(
