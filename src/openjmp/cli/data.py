@@ -17,23 +17,11 @@ import json
 import sys
 from pathlib import Path
 
-FORMAT_HELP = "format name (detected from the path when omitted): " + ", ".join(
-    [
-        "ani1x",
-        "transition1x",
-        "oc20-lmdb",
-        "aselmdb",
-        "qm9",
-        "qm9-pyg",
-        "rmd17",
-        "md22",
-        "spice",
-        "matbench",
-        "qmof",
-        "ase",
-        "store",
-    ]
-)
+
+def _format_help() -> str:
+    from openjmp.data.readers import FORMATS
+
+    return "format name (detected from the path when omitted): " + ", ".join(FORMATS)
 
 
 def register(subparsers, verb: str, help_text: str) -> None:
@@ -49,7 +37,7 @@ def register(subparsers, verb: str, help_text: str) -> None:
 
     c = sub.add_parser("convert", help="convert a dataset into an openjmp training store")
     c.add_argument("src", type=Path, help="source file or folder")
-    c.add_argument("--format", default=None, help=FORMAT_HELP)
+    c.add_argument("--format", default=None, help=_format_help())
     c.add_argument("--out", type=Path, required=True, help="store folder to create")
     c.add_argument(
         "--skip-bad", action="store_true", help="skip (and count) bad records instead of failing"
@@ -64,7 +52,7 @@ def register(subparsers, verb: str, help_text: str) -> None:
 
     i = sub.add_parser("inspect", help="summarise a dataset or a store")
     i.add_argument("path", type=Path, help="source file or folder, or a store")
-    i.add_argument("--format", default=None, help=FORMAT_HELP)
+    i.add_argument("--format", default=None, help=_format_help())
     i.add_argument("--split", default=None, help="only this split")
     i.add_argument("--json", action="store_true", help="print the summary as JSON")
     i.add_argument(

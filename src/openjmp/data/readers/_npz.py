@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from openjmp.data.readers.base import DataFormatError
+from openjmp.data.readers.base import DataFormatError, ReaderItem
+from openjmp.data.record import AtomsRecord
+from openjmp.units import KCAL_PER_MOL_TO_EV
 
 
 def open_npz(path: Path):
@@ -39,3 +41,21 @@ def npz_string(npz, key: str) -> str | None:
     except ValueError:
         return None
     return str(value.reshape(-1)[0]) if value.size else None
+
+
+def kcal_frames(reader, z, pos, energy, forces, labels):
+    """ReaderItems of an sGDML-style trajectory (rMD17, MD22): energies (F,) kcal/mol and forces
+    (F, N, 3) kcal/mol/Å converted to eV and eV/Å once; source ids ``<file>:<frame>``."""
+    energy_ev = np.asarray(energy, dtype=np.float64).reshape(-1) * KCAL_PER_MOL_TO_EV
+    for frame in range(pos.shape[0]):
+        yield ReaderItem(
+            labels[frame],
+            AtomsRecord(
+                atomic_numbers=z,
+                positions=pos[frame],
+                energy=float(energy_ev[frame]),
+                forces=forces[frame].astype(np.float64) * KCAL_PER_MOL_TO_EV,
+                source=f"{reader.path.name}:{frame}",
+                dataset=reader.dataset,
+            ),
+        )

@@ -17,10 +17,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from openjmp.data.readers._npz import npz_array, npz_string, open_npz
+from openjmp.data.readers._npz import kcal_frames, npz_array, npz_string, open_npz
 from openjmp.data.readers.base import DataFormatError, Reader, ReaderItem, check_shape, split_labels
-from openjmp.data.record import AtomsRecord
-from openjmp.units import KCAL_PER_MOL_TO_EV
 
 #: JMP's train+val frame counts per molecule (file name md22_<molecule>.npz)
 JMP_TRAIN_VAL_SIZE = {
@@ -92,16 +90,4 @@ class MD22Reader(Reader):
             labels = split_labels(n, [("train", tv - n_val), ("val", n_val)], "test", self.seed)
         else:
             labels = np.full(n, None, dtype=object)
-        energy_ev = energy.astype(np.float64) * KCAL_PER_MOL_TO_EV
-        for frame in range(n):
-            yield ReaderItem(
-                labels[frame],
-                AtomsRecord(
-                    atomic_numbers=z,
-                    positions=pos[frame],
-                    energy=float(energy_ev[frame]),
-                    forces=forces[frame].astype(np.float64) * KCAL_PER_MOL_TO_EV,
-                    source=f"{self.path.name}:{frame}",
-                    dataset=self.dataset,
-                ),
-            )
+        yield from kcal_frames(self, z, pos, energy, forces, labels)

@@ -23,10 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from openjmp.data.readers._npz import npz_array, open_npz
+from openjmp.data.readers._npz import kcal_frames, npz_array, open_npz
 from openjmp.data.readers.base import DataFormatError, Reader, ReaderItem, check_shape, split_labels
-from openjmp.data.record import AtomsRecord
-from openjmp.units import KCAL_PER_MOL_TO_EV
 
 
 def read_index_file(path: Path, n_frames: int) -> np.ndarray:
@@ -106,16 +104,4 @@ class RMD17Reader(Reader):
         check_shape(energy, (n,), "energies", where)
         check_shape(forces, (n, n_atoms, 3), "forces", where)
         labels = self._labels(n)
-        energy_ev = energy.astype(np.float64) * KCAL_PER_MOL_TO_EV
-        for frame in range(n):
-            yield ReaderItem(
-                labels[frame],
-                AtomsRecord(
-                    atomic_numbers=z,
-                    positions=pos[frame],
-                    energy=float(energy_ev[frame]),
-                    forces=forces[frame].astype(np.float64) * KCAL_PER_MOL_TO_EV,
-                    source=f"{self.path.name}:{frame}",
-                    dataset=self.dataset,
-                ),
-            )
+        yield from kcal_frames(self, z, pos, energy, forces, labels)
