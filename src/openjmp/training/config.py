@@ -8,6 +8,8 @@ temperature T = 2, structure-wise loss reduction, edge dropout 0.1 on the a2a gr
 from __future__ import annotations
 
 import math
+import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -40,12 +42,57 @@ class GraphConfig(_Strict):
         }
 
 
+class NormalizationConfig(_Strict):
+    """Normalisation constants of one dataset: fixed values where given, the rest fitted on a
+    seeded subsample of at most ``fit_records`` training records (streamed from the source).
+
+    ``linear_reference`` (used only when the dataset's ``linear_reference`` is true): None → fit;
+    a list of 120 eV-per-atom values indexed by atomic number (index 0 unused); a mapping
+    element symbol or atomic number → eV per atom (other elements 0); or the path of a JSON file
+    holding either form (relative to the config file; read before training starts).
+    """
+
+    linear_reference: list[float] | dict[str | int, float] | str | None = None
+    energy_mean: float | None = None  # eV
+    energy_std: float | None = Field(None, gt=0)  # eV
+    force_std: float | None = Field(None, gt=0)  # eV/Å
+    fit_records: int | None = Field(100_000, ge=1)  # None: every training record
+
+    @field_validator("linear_reference", mode="after")
+    @classmethod
+    def _check_reference(cls, v):
+        if isinstance(v, list | dict):
+            from openjmp.training.normalization import linear_reference_array
+
+            linear_reference_array(v, "linear_reference")  # raises with the reason
+        return v
+
+    @field_validator("energy_mean", "energy_std", "force_std", mode="after")
+    @classmethod
+    def _finite(cls, v):
+        if v is not None and not math.isfinite(v):
+            raise ValueError(f"must be finite, got {v}")
+        return v
+
+    @property
+    def fully_fixed_scales(self) -> bool:
+        return None not in (self.energy_mean, self.energy_std, self.force_std)
+
+
 class DatasetConfig(_Strict):
-    """One pre-training dataset (= one task with its own energy and force heads)."""
+    """One pre-training dataset (= one task with its own energy and force heads).
+
+    A converted openjmp store (``openjmp data convert``; ``format: store`` or a store folder
+    detected from the path) is read lazily: records are read and their graphs built on demand,
+    the sampler takes sizes and atom counts from the store metadata. Other sources are read into
+    memory with cached graphs (``streaming: false`` reads a store that way too).
+    """
 
     name: str
     path: Path
     format: str | None = None  # detected from the path when omitted
+    #: None: stream when the source is a store; true: require a store; false: read into memory
+    streaming: bool | None = None
     reader_options: dict[str, Any] = Field(default_factory=dict)
     #: a separate source for validation records (e.g. OC20's val folder); all its records are used
     val_path: Path | None = None
@@ -59,22 +106,48 @@ class DatasetConfig(_Strict):
     energy_coefficient: float = Field(1.0, ge=0)
     force_coefficient: float = Field(1.0, ge=0)
     linear_reference: bool = True
+    normalization: NormalizationConfig = Field(default_factory=NormalizationConfig)
+
+    @model_validator(mode="after")
+    def _reference_needs_switch(self):
+        if not self.linear_reference and self.normalization.linear_reference is not None:
+            raise ValueError(
+                f"dataset {self.name!r}: normalization.linear_reference is given but linear_reference is false"
+            )
+        return self
 
     def resolve(self, base: Path) -> None:
         self.path = resolve_path(self.path, base)
         if self.val_path is not None:
             self.val_path = resolve_path(self.val_path, base)
+        if isinstance(self.normalization.linear_reference, str):
+            self.normalization.linear_reference = str(resolve_path(Path(self.normalization.linear_reference), base))
+
+
+_UNSET_VARIABLE = re.compile(r"\$(\w+|\{\w+\})")
+
+
+def unset_variables(path) -> list[str]:
+    """Names of ``$VAR`` / ``${VAR}`` left in ``path`` (variables not set when it was resolved)."""
+    return [m.group(1).strip("{}") for m in _UNSET_VARIABLE.finditer(str(path))]
 
 
 def resolve_path(path: Path, base: Path) -> Path:
-    """``asset://mini/...`` → the packaged asset; ``~/...`` → the home folder; relative paths →
-    relative to ``base``."""
+    """``asset://mini/...`` → the packaged asset; ``$VAR`` / ``${VAR}`` → the environment
+    variable's value; ``~/...`` → the home folder; relative paths → relative to ``base``.
+
+    A path naming a variable that is not set is returned as written (not made absolute) so that
+    the error for a missing dataset shows it; see `unset_variables`.
+    """
     text = str(path)
     if text.startswith("asset:/"):
         from importlib import resources
 
         return Path(str(resources.files("openjmp") / "assets" / text.split(":", 1)[1].lstrip("/")))
-    path = Path(path).expanduser()
+    text = os.path.expandvars(text)
+    if unset_variables(text):
+        return Path(text)
+    path = Path(text).expanduser()
     return path if path.is_absolute() else (base / path).resolve()
 
 
@@ -108,9 +181,17 @@ class OptimConfig(_Strict):
     warmup_steps: int = Field(2000, ge=0)
     warmup_start_factor: float = Field(0.2, gt=0, le=1)
     min_lr_factor: float = Field(0.1, ge=0, le=1)
-    #: cosine length in steps (default: max_steps)
-    cosine_steps: int | None = None
+    #: cosine length in steps (default: max_steps) ...
+    cosine_steps: int | None = Field(None, ge=1)
+    #: ... or in epochs of the sampler (``sampler.epoch_size`` structures; JMP: 2)
+    cosine_epochs: float | None = Field(None, gt=0)
     grad_clip_norm: float | None = Field(1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one_cosine_length(self):
+        if self.cosine_steps is not None and self.cosine_epochs is not None:
+            raise ValueError("give cosine_steps or cosine_epochs, not both")
+        return self
 
 
 class EMAConfig(_Strict):
@@ -124,6 +205,8 @@ class LossConfig(_Strict):
 
 class TrainerConfig(_Strict):
     max_steps: int = Field(1000, ge=1)
+    #: stop after this many sampler epochs as well (None: max_steps alone)
+    max_epochs: int | None = Field(None, ge=1)
     val_every_n_steps: int = Field(200, ge=1)
     checkpoint_every_n_steps: int = Field(200, ge=1)
     log_every_n_steps: int = Field(10, ge=1)
@@ -163,5 +246,6 @@ class PretrainConfig(_Strict):
     def resolve_paths(self, base: Path) -> None:
         for d in self.datasets:
             d.resolve(base)
+        self.output_dir = Path(os.path.expandvars(str(self.output_dir))).expanduser()
         if not self.output_dir.is_absolute():
             self.output_dir = Path.cwd() / self.output_dir

@@ -2,7 +2,9 @@
 
 ``GraphDataset`` wraps a list of records of one dataset (task) with its graph settings; it builds
 the four GemNet-OC graphs of a record once and caches them (positions never change during
-training). ``collate_graph_batch`` turns samples of any mix of datasets into a `GraphBatch`.
+training). ``StoreGraphDataset`` does the same for records of a converted store read on demand
+(nothing cached: for datasets too large for memory). ``collate_graph_batch`` turns samples of
+any mix of datasets into a `GraphBatch`.
 """
 
 from __future__ import annotations
@@ -79,16 +81,59 @@ class GraphDataset(Dataset):
     def graphs(self, index: int) -> GOCGraphs:
         if self._cache is not None and index in self._cache:
             return self._cache[index]
-        r = self.records[index]
-        pbc = r.pbc if self.force_pbc is None else np.array([self.force_pbc] * 3)
-        tags = r.tags if r.tags is not None else [2] * r.natoms
-        g = build_goc_graphs(r.positions, r.cell, pbc, tags, self.settings, self.qint_tags)
+        g = record_graphs(self.records[index], self.settings, self.qint_tags, self.force_pbc)
         if self._cache is not None:
             self._cache[index] = g
         return g
 
     def __getitem__(self, index: int):
         return self.records[index], self.graphs(index), self.task_index
+
+
+def record_graphs(record: AtomsRecord, settings: GOCGraphSettings, qint_tags: Sequence[int],
+                  force_pbc: bool | None = None) -> GOCGraphs:
+    """The four GemNet-OC graphs of one record (``force_pbc`` overrides the record's pbc)."""
+    pbc = record.pbc if force_pbc is None else np.array([force_pbc] * 3)
+    tags = record.tags if record.tags is not None else [2] * record.natoms
+    return build_goc_graphs(record.positions, record.cell, pbc, tags, settings, tuple(qint_tags))
+
+
+class StoreGraphDataset(Dataset):
+    """Records of one task read lazily from a converted store; graphs built in ``__getitem__``.
+
+    Items: (record, graphs, task_index), as `GraphDataset`. Nothing is cached, so memory does not
+    grow with the dataset; sizes and atom counts come from the store metadata without reading
+    records. Safe in DataLoader workers (`StoreDataset` opens LMDB once per process).
+
+    Args:
+        store: a `StoreDataset` whose ``indices`` are this dataset's records (in order).
+    """
+
+    def __init__(self, store, settings: GOCGraphSettings, task_index: int = 0,
+                 qint_tags: Sequence[int] = (1, 2), force_pbc: bool | None = None) -> None:
+        self.store = store
+        self.settings = settings
+        self.task_index = task_index
+        self.qint_tags = tuple(qint_tags)
+        self.force_pbc = force_pbc
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    @property
+    def natoms(self) -> np.ndarray:
+        """(len,) atoms per record, from the store metadata."""
+        return np.asarray(self.store.natoms, dtype=np.int64)
+
+    def record(self, index: int) -> AtomsRecord:
+        return self.store[index]
+
+    def graphs(self, index: int) -> GOCGraphs:
+        return record_graphs(self.store[index], self.settings, self.qint_tags, self.force_pbc)
+
+    def __getitem__(self, index: int):
+        record = self.store[index]
+        return record, record_graphs(record, self.settings, self.qint_tags, self.force_pbc), self.task_index
 
 
 def collate_graph_batch(samples, dtype: torch.dtype = torch.float64) -> GraphBatch:

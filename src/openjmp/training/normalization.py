@@ -8,7 +8,10 @@ de-normalised back to eV / eV/Å for metrics.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -116,4 +119,128 @@ def fit_normalizer(atomic_numbers_per_record, energies, forces_per_record=None, 
         energy_mean=float(residual.mean()),
         energy_std=energy_std if energy_std > 1e-12 else 1.0,
         force_std=force_std if force_std > 1e-12 else 1.0,
+    )
+
+
+# ============================================================================ fixed constants
+def linear_reference_array(values, where: str = "linear_reference") -> np.ndarray:
+    """Per-element reference energies given by a user → (NUM_ELEMENTS,) eV per atom.
+
+    Args:
+        values: a list of exactly NUM_ELEMENTS numbers indexed by atomic number (index 0
+            unused), or a mapping element symbol ("Cu") or atomic number (29, "29") → eV per
+            atom (elements not named get 0).
+        where: named in error messages (config key or file).
+
+    Raises:
+        ValueError: wrong length, unknown element symbol, atomic number out of range, a value
+            that is not a finite number.
+    """
+    from ase.data import atomic_numbers as symbol_to_z
+
+    out = np.zeros(NUM_ELEMENTS, dtype=np.float64)
+    if isinstance(values, dict):
+        for key, value in values.items():
+            text = str(key).strip()
+            if text.lstrip("-").isdigit():
+                z = int(text)
+                if not 1 <= z < NUM_ELEMENTS:
+                    raise ValueError(f"{where}: atomic number {z} outside 1..{NUM_ELEMENTS - 1}")
+            elif text in symbol_to_z and text != "X":
+                z = symbol_to_z[text]
+            else:
+                raise ValueError(f"{where}: unknown element symbol {text!r}")
+            out[z] = _finite_number(value, f"{where}[{text}]")
+        return out
+    if isinstance(values, list | tuple | np.ndarray):
+        if len(values) != NUM_ELEMENTS:
+            raise ValueError(
+                f"{where}: {len(values)} values; expected {NUM_ELEMENTS} (eV per atom indexed by "
+                f"atomic number, index 0 unused) or a mapping element symbol → eV"
+            )
+        for z, value in enumerate(values):
+            out[z] = _finite_number(value, f"{where}[{z}]")
+        return out
+    raise ValueError(f"{where}: expected a list of {NUM_ELEMENTS} numbers or a mapping element → eV, got {type(values).__name__}")
+
+
+def _finite_number(value, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{where}: {value!r} is not a number")
+    if not np.isfinite(value):
+        raise ValueError(f"{where}: {value} is not finite")
+    return float(value)
+
+
+def load_linear_reference(value, where: str = "linear_reference") -> np.ndarray:
+    """`linear_reference_array` of a list / mapping, or of the JSON file named by a string
+    (its content: the list, the mapping, or ``{"linear_reference": list or mapping}``)."""
+    if not isinstance(value, str | Path):
+        return linear_reference_array(value, where)
+    path = Path(value)
+    if not path.is_file():
+        raise ValueError(f"{where}: linear reference file {path} does not exist")
+    try:
+        content = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{where}: {path} is not a readable JSON file ({exc})") from None
+    if isinstance(content, dict) and "linear_reference" in content:
+        content = content["linear_reference"]
+    return linear_reference_array(content, f"{path}")
+
+
+# ============================================================================ streamed fitting
+def fit_normalizer_from_records(
+    records: Iterable,
+    use_linear_reference: bool = True,
+    linear_reference: np.ndarray | None = None,
+    energy_mean: float | None = None,
+    energy_std: float | None = None,
+    force_std: float | None = None,
+) -> DatasetNormalizer:
+    """A `DatasetNormalizer` with the given constants fixed and the others fitted on ``records``
+    (an iterable of `AtomsRecord`, e.g. a streamed subsample; read once, forces not kept).
+
+    Args:
+        use_linear_reference: False → no reference (zeros).
+        linear_reference: (NUM_ELEMENTS,) eV per atom to use instead of fitting one.
+        energy_mean, energy_std: eV, of the referenced energy; force_std: eV/Å (RMS of the
+            force components). None → fitted as in `fit_normalizer`.
+    """
+    need_energy = energy_mean is None or energy_std is None or (use_linear_reference and linear_reference is None)
+    need_forces = force_std is None
+    zs, energies = [], []
+    f_sq, f_count = 0.0, 0
+    if need_energy or need_forces:
+        for r in records:
+            if need_energy:
+                zs.append(np.asarray(r.atomic_numbers))
+                energies.append(float(r.energy))
+            if need_forces and r.forces is not None:
+                f = np.asarray(r.forces, dtype=np.float64)
+                f_sq += float(np.sum(f * f))
+                f_count += f.size
+    if need_energy:
+        energies_arr = np.asarray(energies, dtype=np.float64)
+        counts = element_count_matrix(zs)
+        if not use_linear_reference:
+            coeff = np.zeros(NUM_ELEMENTS)
+        elif linear_reference is None:
+            coeff = fit_linear_reference(counts, energies_arr)
+        else:
+            coeff = np.asarray(linear_reference, dtype=np.float64)
+        residual = energies_arr - counts @ coeff
+        if energy_mean is None:
+            energy_mean = float(residual.mean()) if residual.size else 0.0
+        if energy_std is None:
+            fitted = float(residual.std()) if residual.size > 1 else 1.0
+            energy_std = fitted if fitted > 1e-12 else 1.0
+    else:
+        coeff = np.zeros(NUM_ELEMENTS) if not use_linear_reference else np.asarray(linear_reference, dtype=np.float64)
+    if force_std is None:
+        fitted = float(np.sqrt(f_sq / f_count)) if f_count else 1.0
+        force_std = fitted if fitted > 1e-12 else 1.0
+    return DatasetNormalizer(
+        linear_reference=coeff.tolist(), energy_mean=float(energy_mean),
+        energy_std=float(energy_std), force_std=float(force_std),
     )

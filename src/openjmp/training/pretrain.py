@@ -29,22 +29,32 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, DataLoader
 
+from openjmp.data.readers import detect_format
+from openjmp.data.readers.base import DataFormatError
 from openjmp.data.sampling import TemperatureBatchSampler
 from openjmp.data.splits import assign_splits, read_items, subsample
+from openjmp.data.store.dataset import StoreDataset, StoreMetadata
 from openjmp.models.gemnet_oc.config import GemNetOCConfig, load_preset
 from openjmp.models.jmp_model import JMPModel
-from openjmp.training.config import PretrainConfig
+from openjmp.training.config import PretrainConfig, unset_variables
 from openjmp.training.data import (
     GraphBatch,
     GraphDataset,
+    StoreGraphDataset,
     collate_graph_batch,
     drop_edges,
     graph_settings,
 )
 from openjmp.training.ema import ExponentialMovingAverage
 from openjmp.training.losses import force_l2_distance, segment_mean
-from openjmp.training.normalization import NUM_ELEMENTS, DatasetNormalizer, fit_normalizer
+from openjmp.training.normalization import (
+    NUM_ELEMENTS,
+    DatasetNormalizer,
+    fit_normalizer_from_records,
+    load_linear_reference,
+)
 from openjmp.training.optim import parameter_groups, warmup_cosine_scheduler
+from openjmp.training.store_source import elements_present, fit_subsample, store_split
 
 log = logging.getLogger(__name__)
 
@@ -67,14 +77,21 @@ def backbone_config(model_cfg) -> GemNetOCConfig:
 
 # ============================================================================ data
 class PretrainDataModule(L.LightningDataModule):
-    """Reads every dataset, splits it, fits its normaliser on the training split, builds graphs."""
+    """Opens every dataset, splits it, sets its normaliser (fixed constants and/or a fit on a
+    seeded training subsample), builds graphs.
+
+    Small sources are read into memory (`GraphDataset`, graphs cached); converted stores are
+    streamed (`StoreGraphDataset`: records read and graphs built on demand, sampler sizes and
+    atom counts from the store metadata).
+    """
 
     def __init__(self, config: PretrainConfig) -> None:
         super().__init__()
         self.config = config
-        self.train_sets: list[GraphDataset] = []
-        self.val_sets: list[GraphDataset] = []
+        self.train_sets: list[GraphDataset | StoreGraphDataset] = []
+        self.val_sets: list[GraphDataset | StoreGraphDataset] = []
         self.normalizers: list[DatasetNormalizer] = []
+        self.elements: list[list[int]] = []  # atomic numbers of each task's training records
         self.sampler: TemperatureBatchSampler | None = None
         self.resume_batches = 0  # batches of the current epoch already consumed (set on resume)
         self._prepared = False
@@ -83,45 +100,105 @@ class PretrainDataModule(L.LightningDataModule):
     def task_names(self) -> list[str]:
         return [d.name for d in self.config.datasets]
 
+    def batches_per_epoch(self, world_size: int = 1) -> int:
+        """Training batches per process in one sampler epoch."""
+        cfg = self.config
+        self.load()
+        total = cfg.sampler.epoch_size or sum(len(d) for d in self.train_sets)
+        return total // (cfg.sampler.batch_size * max(world_size, 1))
+
     def load(self) -> None:
-        """Read, split, validate and normalise all datasets (idempotent)."""
+        """Open, split, validate and normalise all datasets (idempotent)."""
         if self._prepared:
             return
         cfg = self.config
         qint_tags = tuple(backbone_config(cfg.model).qint_tags)
         for t, d in enumerate(cfg.datasets):
-            if not d.path.exists():
-                raise PretrainError(f"dataset {d.name!r}: path {d.path} does not exist")
-            items = read_items(d.path, d.format, **d.reader_options)
-            if d.val_path is not None:
-                if not d.val_path.exists():
-                    raise PretrainError(f"dataset {d.name!r}: val_path {d.val_path} does not exist")
-                items = [(d.train_split if s is None else s, r) for s, r in items]
-                items += [(d.val_split, r) for _, r in read_items(d.val_path, d.format, **d.reader_options)]
-            splits = assign_splits(items, {d.val_split: d.val_fraction}, seed=cfg.seed + t, rest=d.train_split)
-            train = subsample(splits.get(d.train_split, []), d.max_train_records, cfg.seed + t)
-            val = subsample(splits.get(d.val_split, []), d.max_val_records, cfg.seed + t)
-            if not train:
-                raise PretrainError(f"dataset {d.name!r} ({d.path}) has zero training records")
-            for r in train[:1] + val[:1]:
-                if r.energy is None or r.forces is None:
-                    raise PretrainError(f"dataset {d.name!r}: record {r.name} has no energy/forces")
-            zmax = max(int(r.atomic_numbers.max()) for r in train + val)
+            for label, path in (("path", d.path), ("val_path", d.val_path)):
+                if path is not None and not path.exists():
+                    unset = unset_variables(path)
+                    hint = f" (environment variable {', '.join(unset)} not set)" if unset else ""
+                    raise PretrainError(f"dataset {d.name!r}: {label} {path} does not exist{hint}")
+            settings = graph_settings(d.graph.cutoff, d.graph.per_graph())
+            if _streams(d):
+                train, val, zmax, elements = self._open_store(t, d, settings, qint_tags)
+                fit_source = train.store
+            else:
+                train, val, zmax, elements = self._read_in_memory(t, d, settings, qint_tags)
+                fit_source = train.records
             if zmax > NUM_ELEMENTS:
                 raise PretrainError(f"dataset {d.name!r}: element Z={zmax} cannot be embedded (max {NUM_ELEMENTS})")
-            norm = fit_normalizer(
-                [r.atomic_numbers for r in train], [r.energy for r in train], [r.forces for r in train],
-                use_linear_reference=d.linear_reference,
-            )
+            norm = self._normalizer(d, fit_source, cfg.seed + t)
             self.normalizers.append(norm)
-            settings = graph_settings(d.graph.cutoff, d.graph.per_graph())
-            self.train_sets.append(GraphDataset(train, settings, t, qint_tags, force_pbc=d.graph.pbc))
-            self.val_sets.append(GraphDataset(val, settings, t, qint_tags, force_pbc=d.graph.pbc))
+            self.train_sets.append(train)
+            self.val_sets.append(val)
+            self.elements.append(elements)
             log.info(
-                "dataset %s: %d train / %d val records; energy mean %.4g std %.4g eV; force std %.4g eV/Å",
-                d.name, len(train), len(val), norm.energy_mean, norm.energy_std, norm.force_std,
+                "dataset %s (%s): %d train / %d val records; energy mean %.4g std %.4g eV; force std %.4g eV/Å",
+                d.name, "streamed" if isinstance(train, StoreGraphDataset) else "in memory", len(train), len(val),
+                norm.energy_mean, norm.energy_std, norm.force_std,
             )
         self._prepared = True
+
+    def _read_in_memory(self, t, d, settings, qint_tags):
+        cfg = self.config
+        items = read_items(d.path, d.format, **d.reader_options)
+        if d.val_path is not None:
+            items = [(d.train_split if s is None else s, r) for s, r in items]
+            items += [(d.val_split, r) for _, r in read_items(d.val_path, d.format, **d.reader_options)]
+        splits = assign_splits(items, {d.val_split: d.val_fraction}, seed=cfg.seed + t, rest=d.train_split)
+        train = subsample(splits.get(d.train_split, []), d.max_train_records, cfg.seed + t)
+        val = subsample(splits.get(d.val_split, []), d.max_val_records, cfg.seed + t)
+        if not train:
+            raise PretrainError(f"dataset {d.name!r} ({d.path}) has zero training records")
+        for r in train[:1] + val[:1]:
+            _check_labels(d, r)
+        zmax = max(int(r.atomic_numbers.max()) for r in train + val)
+        elements = sorted({int(z) for r in train for z in r.atomic_numbers})
+        return (GraphDataset(train, settings, t, qint_tags, force_pbc=d.graph.pbc),
+                GraphDataset(val, settings, t, qint_tags, force_pbc=d.graph.pbc), zmax, elements)
+
+    def _open_store(self, t, d, settings, qint_tags):
+        cfg = self.config
+        try:
+            meta = StoreMetadata(d.path)
+            val_meta = StoreMetadata(d.val_path) if d.val_path is not None else None
+        except DataFormatError as exc:
+            raise PretrainError(f"dataset {d.name!r}: {exc}") from None
+        parts = store_split(meta, val_meta, train_split=d.train_split, val_split=d.val_split,
+                            val_fraction=d.val_fraction, seed=cfg.seed + t,
+                            max_train=d.max_train_records, max_val=d.max_val_records)
+        if parts.train.size == 0:
+            raise PretrainError(f"dataset {d.name!r} ({d.path}) has zero training records")
+        train_store = StoreDataset(d.path, indices=parts.train, metadata=meta)
+        val_store = (StoreDataset(d.val_path, indices=parts.val, metadata=val_meta) if val_meta is not None
+                     else StoreDataset(d.path, indices=parts.val, metadata=meta))
+        for store in (train_store, val_store):
+            if len(store):
+                _check_labels(d, store[0])
+        zmax = max(int(m.element_z.max()) if m.element_z.size else 0 for m in (meta, val_meta) if m is not None)
+        elements = elements_present(meta, parts.train)
+        return (StoreGraphDataset(train_store, settings, t, qint_tags, force_pbc=d.graph.pbc),
+                StoreGraphDataset(val_store, settings, t, qint_tags, force_pbc=d.graph.pbc), zmax, elements)
+
+    def _normalizer(self, d, fit_source, seed: int) -> DatasetNormalizer:
+        """Fixed constants from ``d.normalization``; the others fitted on a seeded subsample of
+        at most ``fit_records`` training records (read one at a time)."""
+        n = d.normalization
+        reference = None
+        if d.linear_reference and n.linear_reference is not None:
+            try:
+                reference = load_linear_reference(n.linear_reference, f"dataset {d.name!r}: normalization.linear_reference")
+            except ValueError as exc:
+                raise PretrainError(str(exc)) from None
+        try:
+            return fit_normalizer_from_records(
+                fit_subsample(fit_source, n.fit_records, seed), use_linear_reference=d.linear_reference,
+                linear_reference=reference, energy_mean=n.energy_mean, energy_std=n.energy_std,
+                force_std=n.force_std,
+            )
+        except DataFormatError as exc:
+            raise PretrainError(f"dataset {d.name!r}: {exc}") from None
 
     def setup(self, stage: str | None = None) -> None:
         self.load()
@@ -131,7 +208,7 @@ class PretrainDataModule(L.LightningDataModule):
         world, rank = 1, 0
         if self.trainer is not None:
             world, rank = self.trainer.world_size, self.trainer.global_rank
-        natoms = [n for ds in self.train_sets for n in ds.natoms]
+        natoms = np.concatenate([np.asarray(ds.natoms, dtype=np.int64) for ds in self.train_sets])
         self.sampler = TemperatureBatchSampler(
             [len(ds) for ds in self.train_sets], cfg.sampler.batch_size, cfg.sampler.temperature,
             cfg.sampler.epoch_size, cfg.seed, rank, world, natoms, cfg.sampler.balance_atoms,
@@ -148,9 +225,28 @@ class PretrainDataModule(L.LightningDataModule):
     def val_dataloader(self) -> list[DataLoader]:
         bs = self.config.sampler.batch_size
         return [
-            DataLoader(ds, batch_size=bs, shuffle=False, collate_fn=collate_graph_batch)
+            DataLoader(ds, batch_size=bs, shuffle=False, collate_fn=collate_graph_batch,
+                       num_workers=self.config.sampler.num_workers if isinstance(ds, StoreGraphDataset) else 0)
             for ds in self.val_sets if len(ds)
         ]
+
+
+def _streams(d) -> bool:
+    """Whether dataset config ``d`` is streamed from a store (see `DatasetConfig.streaming`)."""
+    fmt = d.format or (detect_format(d.path) if d.path.exists() else None)
+    if d.streaming is None:
+        return fmt == "store"
+    if d.streaming and fmt != "store":
+        raise PretrainError(
+            f"dataset {d.name!r}: streaming needs a converted store (openjmp data convert), "
+            f"but {d.path} is {fmt!r}"
+        )
+    return d.streaming
+
+
+def _check_labels(d, record) -> None:
+    if record.energy is None or record.forces is None:
+        raise PretrainError(f"dataset {d.name!r}: record {record.name} has no energy/forces")
 
 
 # ============================================================================ model
@@ -273,6 +369,11 @@ class PretrainModule(L.LightningModule):
             g.pop("names")
         optimizer = torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas))
         total = o.cosine_steps or self.cfg.trainer.max_steps
+        if o.cosine_epochs is not None:
+            dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+            if dm is None:
+                raise PretrainError("optim.cosine_epochs needs the pre-training data module (sizes of the epoch)")
+            total = max(1, int(o.cosine_epochs * dm.batches_per_epoch(self.trainer.world_size)))
         scheduler = warmup_cosine_scheduler(optimizer, o.warmup_steps, total, o.warmup_start_factor, o.min_lr_factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
@@ -361,11 +462,7 @@ class _ResumeSampler(L.Callback):
         state = checkpoint.get("openjmp", {})
         seen = int(state.get("batches_seen", 0))
         dm = self.datamodule
-        dm.load()
-        cfg = dm.config
-        per_epoch = (cfg.sampler.epoch_size or sum(len(d) for d in dm.train_sets)) // (
-            cfg.sampler.batch_size * max(trainer.world_size, 1)
-        )
+        per_epoch = dm.batches_per_epoch(trainer.world_size)
         dm.resume_batches = seen % per_epoch if per_epoch else 0
 
 
@@ -435,7 +532,7 @@ def run_pretraining(config: PretrainConfig, resume: bool = True, callbacks=None)
         cbs.append(RichProgressBar())
     cbs += list(callbacks or [])
     trainer = L.Trainer(
-        max_steps=tc.max_steps, accelerator=tc.accelerator, devices=tc.devices, num_nodes=tc.num_nodes,
+        max_steps=tc.max_steps, max_epochs=tc.max_epochs, accelerator=tc.accelerator, devices=tc.devices, num_nodes=tc.num_nodes,
         strategy=tc.strategy, precision=tc.precision, logger=loggers, callbacks=cbs,
         val_check_interval=tc.val_every_n_steps, check_val_every_n_epoch=None,
         log_every_n_steps=tc.log_every_n_steps, gradient_clip_val=config.optim.grad_clip_norm,
@@ -457,8 +554,7 @@ def run_pretraining(config: PretrainConfig, resume: bool = True, callbacks=None)
     if trainer.is_global_zero:
         write_json(out / "summary.json", summary)
         plot_learning_curves(module.val_history, out / "learning_curves.png")
-        elements = [sorted({int(z) for r in ds.records for z in r.atomic_numbers}) for ds in dm.train_sets]
-        save_pretrained_model(module, config, out / "model.pt", elements)
+        save_pretrained_model(module, config, out / "model.pt", dm.elements)
     return summary
 
 

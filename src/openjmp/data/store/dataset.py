@@ -106,13 +106,23 @@ class StoreDataset(Dataset):
         path: store folder.
         split: keep only this split.
         transform: applied to each record in ``__getitem__``.
+        indices: global record indices to expose instead of a split (any order, repeats allowed).
+        metadata: the store's already loaded `StoreMetadata` (shared by several datasets).
     """
 
-    def __init__(self, path, split: str | None = None, transform=None) -> None:
+    def __init__(self, path, split: str | None = None, transform=None, indices=None,
+                 metadata: StoreMetadata | None = None) -> None:
         self.path = Path(path)
-        self.meta = StoreMetadata(self.path)
+        self.meta = metadata if metadata is not None else StoreMetadata(self.path)
         self.split = split
-        self.indices = self.meta.indices(split)
+        if indices is not None:
+            if split is not None:
+                raise ValueError("give split or indices, not both")
+            self.indices = np.asarray(indices, dtype=np.int64)
+            if self.indices.size and not (0 <= self.indices.min() and self.indices.max() < len(self.meta)):
+                raise IndexError(f"{self.path}: indices outside 0..{len(self.meta) - 1}")
+        else:
+            self.indices = self.meta.indices(split)
         self.transform = transform
         self._envs: list | None = None
         self._pid: int | None = None
