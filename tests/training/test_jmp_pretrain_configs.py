@@ -14,7 +14,12 @@ from openjmp.data.store import convert
 from openjmp.models.gemnet_oc.config import load_preset
 from openjmp.training.config import PretrainConfig
 from openjmp.training.data import StoreGraphDataset
-from openjmp.training.pretrain import PretrainDataModule, PretrainError, backbone_config, run_pretraining
+from openjmp.training.pretrain import (
+    PretrainDataModule,
+    PretrainError,
+    backbone_config,
+    run_pretraining,
+)
 
 CONFIGS = Path(__file__).resolve().parents[2] / "src" / "openjmp" / "configs" / "pretrain"
 SIZES = {"jmp_s": (4, 512), "jmp_l": (6, 1024)}  # blocks, edge embedding (shared/jmp-recipe.md)
