@@ -74,7 +74,7 @@ def store_split(train_meta: StoreMetadata, val_meta: StoreMetadata | None, *, tr
         val = parts[val_split]
     else:
         parts = split_indices(train_meta, train_split, val_split, None, seed)
-        # the separate validation source: its val_split records (when labelled) + unlabelled
+        # the separate validation source: every record (its labels are not consulted)
         val = np.arange(len(val_meta), dtype=np.int64)
     train = parts[train_split]
     return StoreSplit(subsample_indices(train, max_train, seed), subsample_indices(val, max_val, seed))
