@@ -289,3 +289,15 @@ def test_short_pretraining_run_from_stores(domains, tmp_path):
     _, mf = load_model(cfg.output_dir / "model.pt")
     assert mf.heads["slabs"]["elements"] == [8, 29]
     assert (cfg.output_dir / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_bf16_mixed_precision_run_from_stores(domains, tmp_path):
+    """Mixed precision (as jmp_*.yaml use on GPUs; bf16 autocast on CPU here): head outputs in
+    half precision are accumulated in float32, and the run gives finite losses."""
+    cfg = _config(domains, tmp_path, "store", **{
+        "trainer.precision": "bf16-mixed", "trainer.deterministic": False,
+        "trainer.max_steps": 2, "trainer.val_every_n_steps": 2, "trainer.checkpoint_every_n_steps": 2,
+    })
+    summary = run_pretraining(cfg)
+    assert summary["steps"] == 2 and summary["nan_batches"] == 0
+    assert np.isfinite(summary["validation"][-1]["loss"])

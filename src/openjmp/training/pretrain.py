@@ -284,17 +284,19 @@ class PretrainModule(L.LightningModule):
         B = data.num_structures
         out = self.model(data.atomic_numbers, data.pos, data.cell, data.batch, graphs, B)
         atom_task = batch.task_index[data.batch]
-        energy = out.x_E.new_zeros(B)
-        forces = out.x_F.new_zeros((data.num_atoms, 3))
+        # Sums in the model's dtype: under 16-/bf16-mixed autocast the heads give half-precision
+        # outputs, which are accumulated (and the loss computed) in float32.
+        energy = out.x_E.new_zeros(B, dtype=self.dtype_)
+        forces = out.x_F.new_zeros((data.num_atoms, 3), dtype=self.dtype_)
         # Every head runs every step (on possibly zero atoms) so that all parameters take part
         # in backward on every process: DDP waits for the gradients of all of them.
         for t in range(len(self.task_names)):
             atoms = atom_task == t
             e_atoms = self.model.output.out_energy[t](out.x_E[atoms]).squeeze(-1)
-            energy = energy.index_add(0, data.batch[atoms], e_atoms)
+            energy = energy.index_add(0, data.batch[atoms], e_atoms.to(self.dtype_))
             edges = atoms[out.idx_t]
             scalar = self.model.output.out_forces[t](out.x_F[edges])
-            forces = forces.index_add(0, out.idx_t[edges], scalar * out.V_st[edges])
+            forces = forces.index_add(0, out.idx_t[edges], (scalar * out.V_st[edges]).to(self.dtype_))
         return energy, forces
 
     def reference_energy(self, data, task_index):
