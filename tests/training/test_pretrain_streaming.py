@@ -279,8 +279,19 @@ def test_short_pretraining_run_from_stores(domains, tmp_path):
         "trainer.max_steps": 4, "trainer.val_every_n_steps": 2, "trainer.checkpoint_every_n_steps": 2,
         "optim.cosine_epochs": 1.0, "sampler.balance_atoms": True,
     })
-    summary = run_pretraining(cfg)
+    import lightning as L
+
+    class Grab(L.Callback):
+        def on_train_end(self, trainer, pl_module):
+            self.factor = trainer.lr_scheduler_configs[0].scheduler.lr_lambdas[0]
+            self.per_epoch = trainer.datamodule.batches_per_epoch(trainer.world_size)
+
+    grab = Grab()
+    summary = run_pretraining(cfg, callbacks=[grab])
     assert summary["steps"] == 4 and len(summary["validation"]) == 2
+    # cosine_epochs = 1: the cosine reaches min_lr_factor after one sampler epoch of batches
+    assert grab.per_epoch == (22 + 22) // 4
+    assert grab.factor(grab.per_epoch) == pytest.approx(0.1) and grab.factor(grab.per_epoch - 1) > 0.1
     for record in summary["validation"]:
         assert set(record["datasets"]) == {"slabs", "mols"}
         assert all(np.isfinite(m["force_mae_eV_per_A"]) for m in record["datasets"].values())
