@@ -390,6 +390,32 @@ MINI_RMD17 = ("aspirin", "ethanol", "malonaldehyde", "uracil")
 MINI_QM9 = {"gap": False, "homo": False, "lumo": False, "U0": True, "mu": False}
 
 
+def mini_replay_config(base: tuple[str, dict, str]) -> tuple[str, dict, str]:
+    """rMD17 ethanol fine-tuning with replay of mini-ani1x (training/replay.py, docs/finetuning.md)."""
+    import copy
+
+    name = f"{base[0]}_replay"
+    cfg = copy.deepcopy(base[1])
+    cfg["output_dir"] = f"runs/finetune-mini/{name}"
+    # the pre-training split of mini-ani1x (seed + task index, val_fraction as
+    # configs/pretrain/mini.yaml) is taken from the model file; 100 of its validation molecules
+    # measure forgetting before/after (summary.json: replay.val_before / val_after)
+    cfg["replay"] = {
+        "datasets": [{"name": "mini-ani1x", "path": "asset://mini/mini-ani1x/ani1x-release.h5", "format": "ani1x",
+                      "val_fraction": 0.1, "max_val_records": 100}],
+        "weight": 0.1,
+        "fraction": 0.5,
+        "keep_heads": True,
+    }
+    notes = [
+        "Mini fine-tuning with replay: mini-rmd17 ethanol as rmd17_ethanol.yaml, plus every second step",
+        "a batch of mini-ani1x (the pre-training dataset of the same GFN2-xTB level) through its",
+        "pre-training heads (kept from openjmp-mini), its pre-training loss weighted 0.1, so the",
+        "backbone keeps serving mini-ani1x. The exported model keeps the mini-ani1x heads.",
+    ]
+    return name, cfg, "\n".join(notes) + "\n" + MINI_HEADER.format(file=f"configs/finetune/mini/{name}.yaml")
+
+
 def mini_configs() -> list[tuple[str, dict, str]]:
     out = []
     for mol in MINI_RMD17:
@@ -409,6 +435,8 @@ def mini_configs() -> list[tuple[str, dict, str]]:
         targets = [{"name": "energy", "kind": "energy_forces", "forces": "gradient",
                     "energy_coefficient": 1.0, "force_coefficient": 10.0, "reference": "none"}]
         out.append(mini_config(f"rmd17_{mol}", data, targets, notes))
+    out.append(mini_replay_config(next(c for c in out if c[0] == "rmd17_ethanol")))
+
 
     notes = [
         "Mini fine-tuning: mini-md22 Ac-Ala3-NHMe (300 GFN2-xTB MD frames), energy + gradient forces",
