@@ -312,3 +312,15 @@ def test_bf16_mixed_precision_run_from_stores(domains, tmp_path):
     summary = run_pretraining(cfg)
     assert summary["steps"] == 2 and summary["nan_batches"] == 0
     assert np.isfinite(summary["validation"][-1]["loss"])
+
+
+def test_store_dataset_with_explicit_indices(domains):
+    meta = StoreMetadata(domains / "mols_store")
+    ds = StoreDataset(domains / "mols_store", indices=[5, 0, 5], metadata=meta)
+    assert ds.meta is meta and len(ds) == 3
+    assert ds[0].source == ds[2].source != ds[1].source
+    np.testing.assert_array_equal(ds.natoms, meta.natoms[[5, 0, 5]])
+    with pytest.raises(IndexError, match="indices outside"):
+        StoreDataset(domains / "mols_store", indices=[len(meta)])
+    with pytest.raises(ValueError, match="split or indices"):
+        StoreDataset(domains / "mols_store", split="train", indices=[0])
