@@ -71,7 +71,7 @@ class Predictions:
 class JMPModel(nn.Module):
     def __init__(self, config: GemNetOCConfig, num_pretrain_tasks: int = 0,
                  finetune_energy: bool = False, finetune_forces: bool = False,
-                 num_mlps: int = 5):
+                 num_mlps: int = 5, finetune_energy_bias: bool = False):
         super().__init__()
         self.config = config
         self.embedding = AtomEmbedding(config.num_elements, config.emb_size_atom)
@@ -79,7 +79,9 @@ class JMPModel(nn.Module):
         self.output = (PretrainHeads(config.emb_size_atom, config.emb_size_edge,
                                      num_pretrain_tasks, num_mlps)
                        if num_pretrain_tasks > 0 else None)
-        self.out_energy = (mlp_head(config.emb_size_atom, num_mlps, hidden_bias=False)
+        # JMP's fine-tuning energy head has no biases; a head initialised from a pre-training
+        # energy head (``TargetConfig.init_head``) keeps that head's hidden biases
+        self.out_energy = (mlp_head(config.emb_size_atom, num_mlps, hidden_bias=finetune_energy_bias)
                            if finetune_energy else None)
         self.out_forces = mlp_head(config.emb_size_edge, num_mlps) if finetune_forces else None
 

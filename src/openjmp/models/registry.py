@@ -39,7 +39,8 @@ from openjmp.models.gemnet_oc.config import GemNetOCConfig, load_preset_file, pr
 
 ENV_CACHE = "OPENJMP_CACHE"
 ARCHITECTURE = "jmp-gemnet-oc"
-_CONTAINER_OPTIONS = ("num_pretrain_tasks", "finetune_energy", "finetune_forces", "num_mlps", "task_heads")
+_CONTAINER_OPTIONS = ("num_pretrain_tasks", "finetune_energy", "finetune_forces", "num_mlps", "task_heads",
+                      "finetune_energy_bias")
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,7 @@ def build_model(config: dict[str, Any]) -> nn.Module:
         finetune_energy=bool(config.get("finetune_energy", False)),
         finetune_forces=bool(config.get("finetune_forces", False)),
         num_mlps=int(config.get("num_mlps", 5)),
+        finetune_energy_bias=bool(config.get("finetune_energy_bias", False)),
     )
     task_heads = config.get("task_heads") or {}
     if task_heads:

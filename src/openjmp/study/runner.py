@@ -31,6 +31,12 @@ def finetune_config_dict(study: StudyConfig, task: StudyTask, arm: str, seed: in
     cfg["seed"] = seed
     cfg["output_dir"] = str(out)
     cfg["init"] = {"kind": "pretrained" if arm == "jmp" else "scratch", "checkpoint": str(pretrained)}
+    if arm == "scratch":
+        # no pre-trained head to start from: fresh heads, element references from the labels
+        for target in cfg.get("targets", []):
+            target.pop("init_head", None)
+            if target.get("reference") == "estimated":
+                target["reference"] = "average"
     optim = cfg.setdefault("optim", {})
     optim["lr"] = lr
     trainer = cfg.setdefault("trainer", {})

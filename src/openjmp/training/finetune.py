@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader
 from openjmp.data.splits import assign_splits, read_items, subsample
 from openjmp.models.gemnet_oc.config import GemNetOCConfig, load_preset
 from openjmp.models.heads import apply_strain, direct_forces, reduce_per_structure
+from openjmp.models.lora import apply_lora, merge_lora
 from openjmp.training.data import GraphBatch, GraphDataset, collate_graph_batch, graph_settings
 from openjmp.training.ema import ExponentialMovingAverage
 from openjmp.training.finetune_config import FinetuneConfig, TargetConfig
@@ -43,6 +44,7 @@ from openjmp.training.normalization import (
 )
 from openjmp.training.optim import parameter_groups, warmup_cosine_factor
 from openjmp.training.pretrain import write_json
+from openjmp.training.replay import build_replay
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +127,38 @@ def fit_target_normalization(t: TargetConfig, train) -> dict:
     return {"mean": mean, "std": std, "linear_reference": ref.tolist()}
 
 
+def target_normalizations(cfg: FinetuneConfig, model, train, train_dataset) -> tuple[dict, dict]:
+    """Normalisation per target, and per copied head what the copy measured (zero-shot error).
+
+    Targets with ``init_head`` get their pre-training head's weights here (the backbone was
+    loaded by `build_finetune_model`)."""
+    from openjmp.training.head_transfer import (
+        HeadTransferError,
+        copy_pretrain_heads,
+        energy_normalization_from_head,
+    )
+
+    inherited = {}
+    if any(t.init_head for t in cfg.targets):
+        try:
+            inherited = copy_pretrain_heads(cfg, model, resolve_init_checkpoint(cfg))
+        except HeadTransferError as exc:
+            raise FinetuneError(str(exc)) from None
+    normalization, info = {}, {}
+    for t in cfg.targets:
+        if t.kind == "energy_forces" and t.name in inherited:
+            normalization[t.name], info[t.name] = energy_normalization_from_head(
+                t, inherited[t.name], train, model, train_dataset)
+            info[t.name]["init_head"] = t.init_head
+            log.info("target %s: head from pre-training head %s, reference %s %s", t.name, t.init_head,
+                     t.reference, info[t.name])
+        else:
+            normalization[t.name] = fit_target_normalization(t, train)
+            if t.init_head:
+                info[t.name] = {"init_head": t.init_head}
+    return normalization, info
+
+
 # ============================================================================ model
 def finetune_backbone_config(cfg: FinetuneConfig, checkpoint_backbone: dict | None) -> GemNetOCConfig:
     """Architecture: the checkpoint's (pretrained/jmp) or the preset + fields (scratch).
@@ -141,6 +175,7 @@ def finetune_backbone_config(cfg: FinetuneConfig, checkpoint_backbone: dict | No
         base = load_preset(cfg.init.preset).model_dump() if cfg.init.preset else {}
         base.update(cfg.init.backbone)
     direct = any(t.kind == "energy_forces" and t.forces == "direct" for t in cfg.targets)
+    direct = direct or cfg.replay is not None  # replayed pre-training heads predict direct forces
     base["regress_forces"] = base["direct_forces"] = direct
     try:
         return GemNetOCConfig(**base)
@@ -156,26 +191,36 @@ def model_config_for(cfg: FinetuneConfig, backbone: GemNetOCConfig) -> dict:
         "architecture": ARCHITECTURE, "preset": cfg.init.preset, "backbone": backbone.model_dump(mode="json"),
         "pretrain_tasks": [], "num_pretrain_tasks": 0,
         "finetune_energy": bool(energy), "finetune_forces": bool(energy and energy[0].forces == "direct"),
+        "finetune_energy_bias": bool(energy and energy[0].init_head),
         "num_mlps": cfg.head_layers,
         "task_heads": {t.name: {"num_mlps": cfg.head_layers, "kind": t.kind} for t in cfg.targets if t.kind != "energy_forces"},
     }
 
 
+def resolve_init_checkpoint(cfg: FinetuneConfig) -> Path:
+    """Path of ``init.checkpoint`` (a file, or a registry name with local weights)."""
+    from openjmp.models.registry import resolve_pretrained_file
+
+    path = Path(cfg.init.checkpoint)
+    if not path.exists():
+        try:
+            path = resolve_pretrained_file(cfg.init.checkpoint)
+        except Exception as exc:
+            raise FinetuneError(f"init.checkpoint {cfg.init.checkpoint!r}: {exc}") from None
+    return path
+
+
 def build_finetune_model(cfg: FinetuneConfig):
-    """(model, source description): the model with fresh heads and the initial backbone weights."""
+    """(model, source description): the model with fresh heads (or heads copied from
+    pre-training heads, ``TargetConfig.init_head``) and the initial backbone weights."""
     from openjmp.models.registry import build_model
 
     init = cfg.init
     if init.kind == "pretrained" or (init.kind == "scratch" and init.checkpoint):
         from openjmp.checkpoints.format import load_model_file
-        from openjmp.models.registry import load_model_weights, resolve_pretrained_file
+        from openjmp.models.registry import load_model_weights
 
-        path = Path(init.checkpoint)
-        if not path.exists():
-            try:
-                path = resolve_pretrained_file(init.checkpoint)
-            except Exception as exc:
-                raise FinetuneError(f"init.checkpoint {init.checkpoint!r}: {exc}") from None
+        path = resolve_init_checkpoint(cfg)
         mf = load_model_file(path)
         backbone = finetune_backbone_config(cfg, mf.model_config["backbone"])
         model = build_model(model_config_for(cfg, backbone))
@@ -216,10 +261,11 @@ def freeze_parameters(model, freeze_blocks: int, freeze_backbone: bool) -> list[
 
 # ============================================================================ module
 class FinetuneModule(L.LightningModule):
-    def __init__(self, config: dict, model, normalization: dict[str, dict]) -> None:
+    def __init__(self, config: dict, model, normalization: dict[str, dict], replay=None) -> None:
         super().__init__()
         self.cfg = FinetuneConfig.model_validate(config)
         self.model = model
+        self.replay = replay  # openjmp.training.replay.Replay or None
         self.dtype_ = torch.float64 if self.cfg.dtype == "float64" else torch.float32
         self.model.to(self.dtype_)
         self.normalization = normalization
@@ -329,6 +375,11 @@ class FinetuneModule(L.LightningModule):
     def training_step(self, batch: GraphBatch, batch_idx: int):
         preds = self.forward_targets(batch, training=True)
         loss, parts = self.target_losses(batch, preds)
+        if self.replay is not None:  # weight x pre-training loss of a replayed dataset's head
+            replay_loss, replay_parts = self.replay.training_loss(self)
+            if replay_loss is not None:
+                loss = loss + replay_loss
+                parts.update(replay_parts)
         bs = batch.num_structures
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         for k, v in parts.items():
@@ -505,15 +556,19 @@ def run_finetuning(cfg: FinetuneConfig, callbacks=None) -> dict:
     splits = load_finetune_splits(cfg)
     check_targets(cfg, splits["train"])
     model, source = build_finetune_model(cfg)
-    normalization = {t.name: fit_target_normalization(t, splits["train"]) for t in cfg.targets}
     qint_tags = tuple(model.config.qint_tags)
     settings = graph_settings(cfg.data.graph.cutoff, cfg.data.graph.per_graph())
     datasets = {k: GraphDataset(v, settings, 0, qint_tags, force_pbc=cfg.data.graph.pbc) for k, v in splits.items()}
+    normalization, head_info = target_normalizations(cfg, model, splits["train"], datasets["train"])
+    # replayed pre-training heads and LoRA adapters, before the module (its EMA and optimiser see them)
+    replay = build_replay(cfg, model) if cfg.replay is not None else None
+    lora_layers = apply_lora(model, cfg.optim.lora) if cfg.optim.lora is not None else []
     gen = torch.Generator().manual_seed(cfg.seed)
     train_loader = DataLoader(datasets["train"], batch_size=cfg.data.batch_size, shuffle=True, generator=gen,
                               collate_fn=collate_graph_batch, drop_last=len(datasets["train"]) > cfg.data.batch_size)
     val_loader = DataLoader(datasets["val"], batch_size=cfg.data.batch_size, collate_fn=collate_graph_batch)
-    module = FinetuneModule(cfg.model_dump(mode="json"), model, normalization)
+    module = FinetuneModule(cfg.model_dump(mode="json"), model, normalization, replay=replay)
+    replay_before = replay.evaluate(module.model, module.dtype_) if replay is not None else None
     tc = cfg.trainer
     cbs = list(callbacks or [])
     if tc.early_stopping_patience:
@@ -538,9 +593,16 @@ def run_finetuning(cfg: FinetuneConfig, callbacks=None) -> dict:
     export = copy.deepcopy(module.model).to(torch.float32)
     export.load_state_dict(best)
     export.model_config = module.model.model_config
+    merge_lora(export)  # adapters folded into the base weights: the file loads into the plain model
     elements = sorted({int(z) for r in splits["train"] for z in r.atomic_numbers})
+    export_norm, export_heads = normalization, heads_metadata(cfg, elements)
+    if replay is not None:
+        replay.summary["val_before"] = replay_before
+        replay.summary["val_after"] = replay.evaluate(export.to(module.dtype_), module.dtype_)
+        export.to(torch.float32)
+        export_norm, export_heads = replay.export(export, export_norm, export_heads)
     model_path = out / "model.pt"
-    save_model_file(export, model_path, normalization=normalization, heads=heads_metadata(cfg, elements),
+    save_model_file(export, model_path, normalization=export_norm, heads=export_heads,
                     extra={"finetune_config": cfg.model_dump(mode="json"), "init": source,
                            "best_step": module.best_step, "steps": int(trainer.global_step)})
     from openjmp.training.evaluate import evaluate_records
@@ -550,7 +612,8 @@ def run_finetuning(cfg: FinetuneConfig, callbacks=None) -> dict:
         "init": source, "steps": int(trainer.global_step), "best_step": module.best_step,
         "best_val_loss": module.best_val, "train_records": len(splits["train"]), "val_records": len(splits["val"]),
         "test_records": len(splits["test"]), "frozen_parameters": len(module.frozen),
-        "train_time_s": train_time, "validation": module.val_history, "test": test, "model": str(model_path),
+        "train_time_s": train_time, "init_heads": head_info, "lora_layers": len(lora_layers),
+        "replay": replay.summary if replay is not None else None, "validation": module.val_history, "test": test, "model": str(model_path),
     }
     write_json(out / "summary.json", summary)
     return summary

@@ -13,7 +13,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from openjmp.models.lora import LoRAConfig
 from openjmp.training.config import EMAConfig, GraphConfig, resolve_path
+from openjmp.training.replay import ReplayConfig
 
 #: JMP's layer-wise LR multipliers (embedding, then blocks 0..n-1)
 LLRD_PRESETS: dict[str, dict[str, Any]] = {
@@ -82,8 +84,15 @@ class TargetConfig(_Strict):
     kind: Literal["energy_forces", "scalar", "classification"]
     key: str | None = None  # record.targets key (default: name)
     reduction: Literal["sum", "mean", "max"] = "sum"
-    #: per-element linear reference: none, or "average" (least squares on the training split)
-    reference: Literal["none", "average"] = "average"
+    #: per-element linear reference: none; "average" (least squares on the training split's
+    #: labels); "estimated" (the ``init_head``'s pre-training reference plus a least-squares
+    #: per-element correction of its zero-shot errors on the training split)
+    reference: Literal["none", "average", "estimated"] = "average"
+    #: start this target's head from a pre-training head of the init checkpoint (the name of a
+    #: pre-training dataset, e.g. "mini-ani1x"): energy_forces targets take its energy MLP (and
+    #: for direct forces its force MLP) and its energy/force scales; scalar targets its energy
+    #: MLP. Only with init.kind "pretrained".
+    init_head: str | None = None
     normalize: bool = True
     loss_coefficient: float = Field(1.0, ge=0)
     energy_coefficient: float = Field(1.0, ge=0)
@@ -97,6 +106,15 @@ class TargetConfig(_Strict):
     @property
     def target_key(self) -> str:
         return self.key or self.name
+
+    @model_validator(mode="after")
+    def _check_init_head(self):
+        if self.init_head is not None and self.kind == "classification":
+            raise ValueError(f"target {self.name!r}: init_head is for energy_forces and scalar targets")
+        if self.reference == "estimated" and (self.init_head is None or self.kind != "energy_forces"):
+            raise ValueError(f"target {self.name!r}: reference 'estimated' corrects a pre-trained energy head's "
+                             "predictions; it needs kind energy_forces and init_head")
+        return self
 
 
 class LLRDConfig(_Strict):
@@ -144,6 +162,9 @@ class FinetuneOptimConfig(_Strict):
     #: freeze the embedding, bases and the first N interaction blocks
     freeze_blocks: int = Field(0, ge=0)
     freeze_backbone: bool = False
+    #: low-rank adapters on the backbone's linear layers (models/lora.py); the rest of the
+    #: embedding/backbone is then frozen, heads stay trainable
+    lora: LoRAConfig | None = None
 
 
 class FinetuneTrainerConfig(_Strict):
@@ -170,6 +191,15 @@ class FinetuneConfig(_Strict):
     optim: FinetuneOptimConfig = Field(default_factory=FinetuneOptimConfig)
     ema: EMAConfig = Field(default_factory=EMAConfig)
     trainer: FinetuneTrainerConfig = Field(default_factory=FinetuneTrainerConfig)
+    #: replay of pre-training datasets with their heads (training/replay.py)
+    replay: ReplayConfig | None = None
+
+    @model_validator(mode="after")
+    def _check_replay(self):
+        if self.replay is not None and self.init.kind != "pretrained":
+            raise ValueError(f"replay needs init.kind 'pretrained' (the replayed heads and normalisers come from "
+                             f"the pre-trained model file), got {self.init.kind!r}")
+        return self
 
     @model_validator(mode="after")
     def _check_targets(self):
@@ -180,10 +210,16 @@ class FinetuneConfig(_Strict):
             raise ValueError(f"target names must be unique, got {names}")
         if sum(t.kind == "energy_forces" for t in self.targets) > 1:
             raise ValueError("at most one energy_forces target")
+        reused = [t.name for t in self.targets if t.init_head]
+        if reused and self.init.kind != "pretrained":
+            raise ValueError(f"targets {reused} set init_head, which needs init.kind 'pretrained' "
+                             f"(got {self.init.kind!r})")
         return self
 
     def resolve_paths(self, base: Path) -> None:
         self.data.path = resolve_path(self.data.path, base)
+        if self.replay is not None:
+            self.replay.resolve_paths(base)
         if self.init.checkpoint and ("/" in self.init.checkpoint or self.init.checkpoint.endswith((".pt", ".ckpt"))):
             self.init.checkpoint = str(resolve_path(Path(self.init.checkpoint), base))
         if not self.output_dir.is_absolute():
