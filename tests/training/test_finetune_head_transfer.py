@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from openjmp.training.finetune import FinetuneError, build_finetune_model, run_finetuning, target_normalizations
+from openjmp.training.finetune import (
+    FinetuneError,
+    build_finetune_model,
+    run_finetuning,
+    target_normalizations,
+)
 from openjmp.training.finetune_config import FinetuneConfig
 
 PRE_NORM = {"energy_mean": 0.3, "energy_std": 2.0, "force_std": 0.5}
@@ -102,7 +107,11 @@ def test_estimated_reference_recovers_per_element_offsets_of_the_zero_shot_model
     """Labels = the copied head's zero-shot energies + known per-element offsets: the
     'estimated' reference is the pre-training reference plus exactly those offsets."""
     from openjmp.data.readers import read
-    from openjmp.training.head_transfer import copy_pretrain_heads, energy_normalization_from_head, zero_shot_energies
+    from openjmp.training.head_transfer import (
+        copy_pretrain_heads,
+        energy_normalization_from_head,
+        zero_shot_energies,
+    )
 
     cfg = FinetuneConfig.model_validate(cfg_dict(ht_data, ENERGY))
     model, _ = build_finetune_model(cfg)

@@ -30,7 +30,11 @@ from torch.utils.data import DataLoader
 
 from openjmp.models.heads import reduce_per_structure
 from openjmp.training.finetune_config import FinetuneConfig, TargetConfig
-from openjmp.training.normalization import element_count_matrix, fit_linear_reference, fit_normalizer
+from openjmp.training.normalization import (
+    element_count_matrix,
+    fit_linear_reference,
+    fit_normalizer,
+)
 
 
 class HeadTransferError(ValueError):
