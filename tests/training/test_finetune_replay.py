@@ -125,16 +125,23 @@ def test_finetuning_with_replay_trains_and_exports_the_replayed_head(replay_data
     assert torch.isfinite(torch.as_tensor(result["energy"])).all()
 
 
-def test_replay_heads_can_be_dropped_from_the_export(replay_data, tmp_path):
+def test_replay_heads_can_be_dropped_and_runs_repeat_under_the_seed(replay_data, tmp_path):
     from openjmp.models.registry import load_model
     from openjmp.training.finetune import run_finetuning
 
     folder, _, _ = replay_data
-    cfg = load_config(FinetuneConfig, data=_cfg(folder, tmp_path, _replay(folder, keep_heads=False),
-                                                trainer={"max_steps": 2, "val_every_n_steps": 2, "progress_bar": False}))
-    run_finetuning(cfg)
-    model, mf = load_model(tmp_path / "out" / "model.pt")
-    assert set(mf.heads) == {"energy"} and model.output is None
+    weights = []
+    for run in ("a", "b"):
+        cfg = load_config(FinetuneConfig, data=_cfg(
+            folder, tmp_path, _replay(folder, keep_heads=False), output_dir=str(tmp_path / run),
+            trainer={"max_steps": 3, "val_every_n_steps": 3, "progress_bar": False}))
+        summary = run_finetuning(cfg)
+        assert summary["replay"]["replay_batches"] == 3
+        model, mf = load_model(tmp_path / run / "model.pt")
+        assert set(mf.heads) == {"energy"} and model.output is None
+        weights.append(mf.weights())
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
 def test_replay_errors_are_clear(replay_data, tmp_path):
