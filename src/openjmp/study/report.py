@@ -12,8 +12,12 @@ from pathlib import Path
 FAIRNESS = """\
 Fairness rules (fixed before any result was looked at):
 - both arms (scratch = random initialisation of the same architecture, JMP = the pre-trained
-  backbone with fresh heads) train on the same records, for the same number of optimisation
-  steps, under the same wall-time cap, with the same batch size and schedule;
+  backbone) train on the same records, for the same number of optimisation steps, under the
+  same wall-time cap, with the same batch size, schedule, loss and head architecture;
+- heads: where a task sets `init_head` (its labels share the level of theory of a pre-training
+  dataset), the JMP arm starts its head from that pre-training head with the "estimated"
+  element references; the scratch arm, having no pre-trained head, gets a fresh head and
+  "average" references (least squares on the training labels); every other head is fresh;
 - each arm picks its own learning rate from the same grid, on the validation loss only;
 - training-set sizes are fixed per task; the test split is never used for any choice;
 - the EMA weights of the best validation step are evaluated on the test split."""
