@@ -37,8 +37,9 @@ def toy_study(tmp_path_factory):
         crystals.append(c)
     ase.io.write(folder / "crystals.extxyz", crystals)
     torch.manual_seed(0)
-    model = create_model("openjmp-tiny", num_pretrain_tasks=1, num_blocks=1)
-    save_model_file(model, folder / "pre.pt", normalization={}, heads={"t": {"kind": "pretrain"}})
+    model = create_model("openjmp-tiny", num_pretrain_tasks=1, num_blocks=1, num_mlps=2)
+    norm = {"oc20": {"linear_reference": [0.0] * 120, "energy_mean": 0.0, "energy_std": 1.0, "force_std": 1.0}}
+    save_model_file(model, folder / "pre.pt", normalization=norm, heads={"oc20": {"kind": "pretrain"}})
     common = {"graph": {"cutoff": 4.0, "max_neighbors": 8}, "batch_size": 4, "format": "ase"}
     cfg = {
         "pretrained": str(folder / "pre.pt"), "steps": 4, "val_every_n_steps": 2, "lr_grid": [1e-3, 3e-3],
@@ -47,7 +48,8 @@ def toy_study(tmp_path_factory):
             {"name": "mols-ef", "domain": "molecules", "in_pretraining_domain": True,
              "primary_metric": "energy/forces", "report_scale": 1000.0, "report_unit": "meV/Å",
              "finetune": {"data": {"path": str(folder / "mols.extxyz"), **common},
-                          "targets": [{"name": "energy", "kind": "energy_forces"}], "head_layers": 2}},
+                          "targets": [{"name": "energy", "kind": "energy_forces", "init_head": "oc20",
+                                       "reference": "estimated"}], "head_layers": 2}},
             {"name": "cu-eform", "domain": "bulk", "in_pretraining_domain": False,
              "primary_metric": "e_per_atom", "report_scale": 1000.0, "report_unit": "meV/atom",
              "finetune": {"data": {"path": str(folder / "crystals.extxyz"), **common},
@@ -59,6 +61,10 @@ def toy_study(tmp_path_factory):
     return folder
 
 
+def task_run(results: dict, task: str, arm: str) -> str:
+    return results["tasks"][task]["arms"][arm]["runs"][0]["run"]
+
+
 def test_study_pipeline_writes_a_traceable_report(toy_study):
     out = toy_study / "out"
     assert main(["study", "--config", str(toy_study / "study.yaml"), "--out", str(out), "--workers", "1"]) == 0
@@ -68,6 +74,11 @@ def test_study_pipeline_writes_a_traceable_report(toy_study):
     for section in ("Fairness rules", "## Results", "Mean improvement", "## Wall time", "learning_curves.png", "improvements.png"):
         assert section in report
     assert (out / "learning_curves.png").is_file() and (out / "improvements.png").is_file()
+    # the JMP arm's energy head started from the pre-training head, the scratch arm's did not
+    assert "- mols-ef: energy ← oc20" in report
+    jmp_summary = json.loads((out / task_run(results, "mols-ef", "jmp") / "summary.json").read_text())
+    scratch_summary = json.loads((out / task_run(results, "mols-ef", "scratch") / "summary.json").read_text())
+    assert jmp_summary["init_heads"]["energy"]["init_head"] == "oc20" and scratch_summary["init_heads"] == {}
     # every number in the results table comes from a metrics file
     rows = [line for line in report.splitlines() if line.startswith("| mols-ef") or line.startswith("| cu-eform")]
     assert len(rows) == 2

@@ -193,3 +193,6 @@ def test_study_scratch_arm_gets_fresh_heads_and_label_references():
     assert jmp["targets"][0]["init_head"] == "mols-b" and jmp["targets"][0]["reference"] == "estimated"
     assert "init_head" not in scratch["targets"][0] and scratch["targets"][0]["reference"] == "average"
     assert study.tasks[0].finetune["targets"][0]["init_head"] == "mols-b"  # the study config is not modified
+    # a pre-trained model without that head (single-domain ablation): the JMP arm gets a fresh head too
+    ablation = finetune_config_dict(study, study.tasks[0], "jmp", 0, 1e-3, Path("pre.pt"), Path("out"), {"mols-a"})
+    assert "init_head" not in ablation["targets"][0] and ablation["targets"][0]["reference"] == "average"

@@ -106,6 +106,15 @@ def write_report(out: Path, results: dict) -> Path:
         f"**Mean improvement over scratch: {100 * mean:.1f}%** across {results.get('num_tasks', 0)} tasks "
         f"({', '.join(results.get('domains', []))}).",
         "",
+    ]
+    reused = {name: t.get("jmp_heads_from_pretraining") for name, t in results["tasks"].items()
+              if t.get("jmp_heads_from_pretraining")}
+    if reused:
+        lines += ["JMP-arm heads started from pre-training heads (`init_head`; scratch: fresh heads):", ""]
+        lines += [f"- {name}: " + ", ".join(f"{target} ← {head}" for target, head in m.items())
+                  for name, m in reused.items()]
+        lines += [""]
+    lines += [
         "Chosen learning rates (validation loss per candidate):",
         "",
     ]

@@ -25,16 +25,20 @@ def _lr_tag(lr: float) -> str:
 
 
 def finetune_config_dict(study: StudyConfig, task: StudyTask, arm: str, seed: int, lr: float,
-                         pretrained: Path, out: Path) -> dict:
-    """The FinetuneConfig of one run: the task's settings + the study's fairness rules."""
+                         pretrained: Path, out: Path, pretrain_heads: set[str] | None = None) -> dict:
+    """The FinetuneConfig of one run: the task's settings + the study's fairness rules.
+
+    ``pretrain_heads``: the pre-training heads of ``pretrained`` when known; a target's
+    ``init_head`` the model lacks (a single-domain ablation) is dropped like in the scratch arm."""
     cfg = copy.deepcopy(task.finetune)
     cfg["seed"] = seed
     cfg["output_dir"] = str(out)
     cfg["init"] = {"kind": "pretrained" if arm == "jmp" else "scratch", "checkpoint": str(pretrained)}
-    if arm == "scratch":
-        # no pre-trained head to start from: fresh heads, element references from the labels
-        for target in cfg.get("targets", []):
-            target.pop("init_head", None)
+    for target in cfg.get("targets", []):
+        head = target.get("init_head")
+        if head and (arm == "scratch" or (pretrain_heads is not None and head not in pretrain_heads)):
+            # no pre-trained head to start from: a fresh head, element references from the labels
+            target.pop("init_head")
             if target.get("reference") == "estimated":
                 target["reference"] = "average"
     optim = cfg.setdefault("optim", {})
@@ -66,6 +70,16 @@ def val_curve(summary: dict, task: StudyTask) -> list[tuple[int, float]]:
     return out
 
 
+def pretrain_head_names(pretrained: Path) -> set[str] | None:
+    """Names of the pre-training heads of a model file (None when it cannot be read here)."""
+    from openjmp.checkpoints.format import load_model_file
+
+    try:
+        return set(load_model_file(pretrained).model_config.get("pretrain_tasks") or [])
+    except Exception:  # the fine-tuning runs report an unreadable file themselves
+        return None
+
+
 def _run_one(cfg_dict: dict) -> str:
     """One fine-tuning run (top-level so that worker processes can pickle it)."""
     import os
@@ -93,6 +107,7 @@ def run_study(study: StudyConfig, out: Path, pretrained: Path, progress=None, on
     results: dict = {"tasks": {}, "config": study.model_dump(mode="json"), "pretrained": str(pretrained),
                      "phases": {}}
     tasks = [t for t in study.tasks if only_tasks is None or t.name in only_tasks]
+    heads = pretrain_head_names(pretrained)
     t_start = time.perf_counter()
     for task in tasks:
         t_task = time.perf_counter()
@@ -102,7 +117,7 @@ def run_study(study: StudyConfig, out: Path, pretrained: Path, progress=None, on
         if progress:
             progress(f"{task.name}: {len(pending)} of {len(plan)} runs to do", len(results["tasks"]), len(tasks),
                      time.perf_counter() - t_start)
-        configs = [finetune_config_dict(study, task, arm, seed, lr, pretrained, run_dir)
+        configs = [finetune_config_dict(study, task, arm, seed, lr, pretrained, run_dir, heads)
                    for arm, seed, lr, run_dir in pending]
         if workers > 1 and len(configs) > 1:
             import multiprocessing as mp
@@ -113,8 +128,12 @@ def run_study(study: StudyConfig, out: Path, pretrained: Path, progress=None, on
         else:
             for cfg in configs:
                 _run_one(cfg)
+        jmp_cfg = finetune_config_dict(study, task, "jmp", 0, study.lr_grid[0], pretrained, out, heads)
         task_result = {"domain": task.domain, "in_pretraining_domain": task.in_pretraining_domain,
-                       "primary_metric": task.primary_metric, "unit": task.report_unit, "arms": {}}
+                       "primary_metric": task.primary_metric, "unit": task.report_unit,
+                       "jmp_heads_from_pretraining": {t["name"]: t["init_head"] for t in jmp_cfg["targets"]
+                                                      if t.get("init_head")},
+                       "arms": {}}
         for arm in ARMS:
             per_seed = []
             for seed in study.seeds:
