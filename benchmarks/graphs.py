@@ -52,8 +52,9 @@ def main() -> None:
     rows = []
     for name, pos, cell, pbc, cutoff, max_nb in structures():
         atoms = Atoms(numbers=[6] * len(pos), positions=pos, cell=cell, pbc=pbc)
-        ours = time_repeats(lambda: radius_graph(pos, cell, pbc, cutoff, max_nb), repeats)
-        ase_t = time_repeats(lambda: neighbor_list("ijS", atoms, cutoff), repeats)
+        # default arguments bind this iteration's values (the lambdas run inside the loop anyway)
+        ours = time_repeats(lambda p=pos, c=cell, b=pbc, r=cutoff, k=max_nb: radius_graph(p, c, b, r, k), repeats)
+        ase_t = time_repeats(lambda a=atoms, r=cutoff: neighbor_list("ijS", a, r), repeats)
         edges = radius_graph(pos, cell, pbc, cutoff, max_nb).num_edges
         rows.append({
             "case": name, "atoms": len(pos), "cutoff": cutoff, "max_neighbors": max_nb, "edges": edges,
