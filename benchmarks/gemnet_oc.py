@@ -9,17 +9,26 @@ atom (all tags 2 -> in qint_tags), as ``shared/bench/README.md``):
 * ``infer_grad``: energy + gradient forces (-dE/dpos, autograd);
 * ``infer_direct_bf16``: ``infer_direct`` under ``torch.autocast("cpu", torch.bfloat16)``
   (optional fast path; its deviation from float32 is recorded in the JSON);
+* ``train_bf16``: ``train`` with the forward pass under bf16 autocast (weights, gradients and
+  AdamW stay float32);
 
 at 1 and 2 threads; plus inference (energy + direct forces) on rattled fcc Cu bulk cells of
 ~100 / 1,000 / 5,000 atoms (same graph settings) to show how the cost grows. Reports seconds per
 batch (median, min, max over the repeats after one warm-up), structures/s, atoms/s, FLOPs per
 call (``torch.utils.flop_counter.FlopCounterMode``), achieved GFLOP/s and its fraction of the
-fp32 matmul peak measured in the same run (best of 2048^3 and 11730x512x512 ``torch.mm``), and
-the process peak RSS after each case. Writes ``benchmarks/results/gemnet_oc.json``.
+fp32 matmul peak measured in the same run (best of 2048^3 and 11730x512x512 ``torch.mm``), the
+peak RSS of each case (Linux: VmHWM reset before the case; elsewhere the process maximum so
+far), and, for the batch8 cases, the speed-up over the original implementation's times quoted in
+``shared/bench/README.md``. Writes ``benchmarks/results/gemnet_oc.json``.
 
 Usage: python benchmarks/gemnet_oc.py [--quick] [--threads 1 2] [--repeats N] [--sizes ...]
-``--quick``: 1 thread, 1 repeat, batch8 cases + the 100-atom cell only. The glibc allocator is
-tuned (``openjmp.models.cpu_malloc``) unless ``--no-malloc-tuning``.
+       [--cases ...] [--structures 0 4] [--profile]
+``--quick``: 1 thread, 1 repeat, cases train / infer_direct / infer_grad / infer_direct_bf16 on
+batch8 + the 100-atom cell (~5 min on a quiet core). ``--structures``: use only these structures
+of batch8 (for fast experiments; the original's reference times then do not apply).
+``--profile``: after timing, profile each batch8 case once (torch.profiler, self CPU time) and
+store the top operators in the JSON. The glibc allocator is tuned (``openjmp.models.cpu_malloc``)
+unless ``--no-malloc-tuning``.
 """
 
 from __future__ import annotations
@@ -39,7 +48,29 @@ from _common import machine_info, time_repeats, write_results  # noqa: E402
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
+# the original (torch_scatter-based) implementation on this batch, 1 thread unless noted
+# (shared/bench/README.md): seconds per batch
+ORIGINAL_SECONDS = {("train", 1): 34.3, ("infer_direct", 1): 10.6, ("infer_direct", 2): 5.8}
+ORIGINAL_TRAIN_FLOPS = 2.21e12
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark (VmHWM) of this process (Linux >= 4.0)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
 def peak_rss_mib() -> float:
+    """VmHWM (peak RSS since the last reset) where available, else ru_maxrss."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
@@ -58,13 +89,15 @@ def matmul_peak_gflops(repeats: int = 3) -> dict:
     return {"shapes_gflops": best, "peak_gflops": max(best.values())}
 
 
-def load_batch8():
+def load_batch8(structures: list[int] | None = None):
     from ase.io import read
 
     from openjmp.data.collate import collate
     from openjmp.data.record import AtomsRecord
 
     atoms = read(SHARED / "bench" / "batch8.extxyz", ":")
+    if structures is not None:
+        atoms = [atoms[i] for i in structures]
     records = [AtomsRecord.from_atoms(a) for a in atoms]
     for r in records:  # the benchmark uses quadruplets for every atom
         r.tags = np.full(r.natoms, 2, dtype=np.int64)
@@ -149,8 +182,20 @@ def case_functions(model, batch, graphs):
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
             energy_forces()
 
+    def train_bf16():
+        model.train()
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            e, f = energy_forces()
+        e, f = e.float(), f.float()
+        loss = (e - energy_ref).abs().mean() + torch.linalg.vector_norm(f - forces_ref,
+                                                                        dim=-1).mean()
+        loss.backward()
+        opt.step()
+        model.eval()
+
     return {"train": train, "infer_direct": infer_direct, "infer_grad": infer_grad,
-            "infer_direct_bf16": infer_direct_bf16}
+            "infer_direct_bf16": infer_direct_bf16, "train_bf16": train_bf16}
 
 
 def bf16_deviation(model, batch, graphs) -> dict:
@@ -172,9 +217,22 @@ def count_flops(fn) -> float:
     return float(counter.get_total_flops())
 
 
+def profile_top_ops(fn, rows: int = 15) -> list[dict]:
+    """One profiled call: the operators with the largest self CPU time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in events) or 1.0
+    return [{"op": e.key, "self_s": e.self_cpu_time_total / 1e6, "calls": e.count,
+             "fraction": e.self_cpu_time_total / total} for e in events[:rows]]
+
+
 def run_case(name, fn, batch, repeats, peak, flops_cache):
     if name not in flops_cache:
         flops_cache[name] = count_flops(fn)
+    rss_reset = reset_peak_rss()
     timing = time_repeats(fn, repeats=repeats, warmup=1)
     med = timing["median_s"]
     flops = flops_cache[name]
@@ -186,7 +244,8 @@ def run_case(name, fn, batch, repeats, peak, flops_cache):
         "flops": flops,
         "gflops_per_s": gflops,
         "fraction_of_matmul_peak": gflops / peak,
-        "peak_rss_mib_so_far": peak_rss_mib(),
+        "peak_rss_mib": peak_rss_mib(),
+        "peak_rss_scope": "case" if rss_reset else "process so far",
     }
 
 
@@ -199,7 +258,12 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="*", default=None,
                         help="bulk cell sizes (atoms) for the scaling cases")
     parser.add_argument("--cases", nargs="*",
-                        default=["train", "infer_direct", "infer_grad", "infer_direct_bf16"])
+                        default=None, help="default: train infer_direct infer_grad "
+                        "infer_direct_bf16 train_bf16 (--quick: without train_bf16)")
+    parser.add_argument("--structures", type=int, nargs="*", default=None,
+                        help="indices of the batch8 structures to use (default: all 8)")
+    parser.add_argument("--profile", action="store_true",
+                        help="profile each batch8 case once and store the top operators")
     parser.add_argument("--no-malloc-tuning", action="store_true",
                         help="keep glibc's default mmap threshold (see openjmp.models.cpu_malloc)")
     args = parser.parse_args()
@@ -211,9 +275,12 @@ def main() -> None:
     threads = args.threads or ([1] if args.quick else [1, 2])
     repeats = args.repeats or (1 if args.quick else 5)
     sizes = args.sizes if args.sizes is not None else ([100] if args.quick else [100, 1000, 5000])
+    cases = args.cases or (["train", "infer_direct", "infer_grad", "infer_direct_bf16"]
+                           + ([] if args.quick else ["train_bf16"]))
+    full_batch = args.structures is None
 
     model = make_model()
-    batch = load_batch8()
+    batch = load_batch8(args.structures)
     t0 = time.perf_counter()
     graphs = graphs_for(batch)
     graph_s = time.perf_counter() - t0
@@ -221,7 +288,10 @@ def main() -> None:
     results = {"machine": machine_info(), "config": {
         "model": "JMP-S (src/openjmp/configs/models/jmp_s.yaml)", "dtype": "float32",
         "graphs": "cutoff 12 A; max neighbours main 30, a2ee2a 20, qint 8, a2a 1000; all tags 2",
-        "batch": "shared/bench/batch8.extxyz", "repeats": repeats, "warmup": 1,
+        "batch": "shared/bench/batch8.extxyz" + ("" if full_batch else
+                                                  f" structures {args.structures}"),
+        "batch_atoms": batch.num_atoms, "batch_structures": batch.num_structures,
+        "repeats": repeats, "warmup": 1,
         "malloc_tuned": malloc_tuned,
         "num_parameters": sum(p.numel() for p in model.parameters()),
         "batch8_edges": {"main": graphs.main.num_edges, "a2a": graphs.a2a.num_edges,
@@ -233,8 +303,17 @@ def main() -> None:
         peak = matmul_peak_gflops()
         entry = {"matmul_peak": peak, "cases": {}}
         fns = case_functions(model, batch, graphs)
-        for name in args.cases:
+        for name in cases:
             r = run_case(name, fns[name], batch, repeats, peak["peak_gflops"], flops_cache)
+            ref = ORIGINAL_SECONDS.get((name, n_threads)) if full_batch else None
+            if ref is not None:
+                r["original_s"] = ref
+                r["speedup_vs_original"] = ref / r["median_s"]
+            if name == "train" and full_batch:
+                # FLOPs of the original's step / our time: the rate the original's count implies
+                r["original_flops_gflops_per_s"] = ORIGINAL_TRAIN_FLOPS / r["median_s"] / 1e9
+            if args.profile:
+                r["top_ops"] = profile_top_ops(fns[name])
             entry["cases"][f"batch8/{name}"] = r
             rows.append((n_threads, f"batch8/{name}", r))
             print(f"[{n_threads} thr] batch8/{name}: {r['median_s']:.2f} s", flush=True)
@@ -249,16 +328,20 @@ def main() -> None:
             rows.append((n_threads, key, r))
             print(f"[{n_threads} thr] {key}: {r['median_s']:.2f} s", flush=True)
         results["threads"][str(n_threads)] = entry
-    if "infer_direct_bf16" in args.cases:
+    if "infer_direct_bf16" in cases or "train_bf16" in cases:
         results["bf16_relative_deviation_batch8"] = bf16_deviation(model, batch, graphs)
 
     print(f"\n{'thr':>3} {'case':28} {'median s':>9} {'min':>7} {'max':>7} {'struct/s':>9} "
-          f"{'atoms/s':>8} {'GFLOP':>8} {'GFLOP/s':>8} {'%peak':>6} {'RSS MiB':>8}")
+          f"{'atoms/s':>8} {'GFLOP':>8} {'GFLOP/s':>8} {'%peak':>6} {'RSS MiB':>8} {'vs orig':>7}")
     for n_threads, key, r in rows:
+        vs = f"{r['speedup_vs_original']:6.2f}x" if "speedup_vs_original" in r else f"{'-':>7}"
         print(f"{n_threads:>3} {key:28} {r['median_s']:9.3f} {r['min_s']:7.3f} {r['max_s']:7.3f} "
               f"{r['structures_per_s']:9.2f} {r['atoms_per_s']:8.1f} {r['flops'] / 1e9:8.1f} "
               f"{r['gflops_per_s']:8.1f} {100 * r['fraction_of_matmul_peak']:6.1f} "
-              f"{r['peak_rss_mib_so_far']:8.0f}")
+              f"{r['peak_rss_mib']:8.0f} {vs}")
+        for op in r.get("top_ops", [])[:8]:
+            print(f"      {op['op'][:40]:40} {op['self_s']:8.3f} s {100 * op['fraction']:5.1f}% "
+                  f"{op['calls']:6d} calls")
     for n_threads in threads:
         p = results["threads"][str(n_threads)]["matmul_peak"]
         print(f"matmul peak ({n_threads} thr): {p['peak_gflops']:.1f} GFLOP/s {p['shapes_gflops']}")

@@ -21,8 +21,29 @@ from openjmp.models.gemnet_oc.layers import (
     EfficientInteractionBilinear,
     ResidualLayer,
     ScaleFactor,
+    add_scaled_,
     gather_padded,
 )
+from openjmp.models.gemnet_oc.linear import linear
+
+
+def _sum_scaled_(terms: list[torch.Tensor], scale: float) -> torch.Tensor:
+    """(t0 + t1 + ...) * scale, left to right, accumulated in place into ``terms[0]`` (a fresh
+    temporary no autograd node saved; see layers.add_scaled_) when all dtypes agree."""
+    first = terms[0]
+    if any(t.dtype != first.dtype or t.shape != first.shape for t in terms[1:]):
+        # autocast: out of place, with the original's (h + h_e2a + ...) type promotion
+        return _sum_out_of_place(terms).mul_(scale)
+    for t in terms[1:]:
+        first = first.add_(t)
+    return first.mul_(scale)
+
+
+def _sum_out_of_place(terms: list[torch.Tensor]) -> torch.Tensor:
+    out = terms[0] + terms[1]
+    for t in terms[2:]:
+        out = out + t
+    return out
 
 
 def _segment_sum(x: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
@@ -63,12 +84,14 @@ class TripletInteraction(nn.Module):
         x_ba = self.dense_ba(m)
         if expand_idx is not None:
             x_ba = x_ba[expand_idx]
-        x_ba = self.scale_rbf(x_ba * self.mlp_rbf(rad))
+        # scale_rbf(x * mlp_rbf(rad)) with the scale folded into mlp_rbf's (emb_rbf-wide) weight
+        x_ba = x_ba * linear(rad, self.scale_rbf.fold_into(self.mlp_rbf))
         x_ba = self.down_projection(x_ba)
         x = self.mlp_cbf(cir[0], cir[1], x_ba, pad_index, agg2_index)
         x = self.scale_cbf_sum(x)
         if self.symmetric_mp:
-            return (self.up_projection_ca(x) + self.up_projection_ac(x[id_swap])).mul_(INV_SQRT_2)
+            return add_scaled_(self.up_projection_ca(x), self.up_projection_ac(x[id_swap]),
+                               INV_SQRT_2)
         return self.up_projection_ca(x)
 
 
@@ -94,15 +117,17 @@ class QuadrupletInteraction(nn.Module):
     def forward(self, m: torch.Tensor, bases: BasesOutput, quad, quad_in_pad: torch.Tensor,
                 quad_z_pad: torch.Tensor, id_swap: torch.Tensor) -> torch.Tensor:
         x_db = self.dense_db(m)
-        x_db = self.scale_rbf(x_db * self.mlp_rbf(bases.qint_rad))
+        # scale_rbf / scale_cbf folded into the (narrow) weights of mlp_rbf / mlp_cbf
+        x_db = x_db * linear(bases.qint_rad, self.scale_rbf.fold_into(self.mlp_rbf))
         x_db = self.down_projection(x_db)[quad.triplet_in.in_]  # (T_in, quad_in)
-        x_db = self.scale_cbf(x_db * self.mlp_cbf(bases.qint_cir))
+        x_db = x_db * linear(bases.qint_cir, self.scale_cbf.fold_into(self.mlp_cbf))
         rad_w, yl_pad, y_pad = bases.qint_sph
         sph_m = quadruplet_aggregate(yl_pad, y_pad, x_db, quad_in_pad, quad_z_pad)
         x = torch.matmul(rad_w, sph_m)  # (E, emb_sbf, quad_in)
         x = self.mlp_sbf.bilinear(x.reshape(x.shape[0], -1))
         x = self.scale_sbf_sum(x)
-        return (self.up_projection_ca(x) + self.up_projection_ac(x[id_swap])).mul_(INV_SQRT_2)
+        return add_scaled_(self.up_projection_ca(x), self.up_projection_ac(x[id_swap]),
+                           INV_SQRT_2)
 
 
 def quadruplet_aggregate(yl_pad: torch.Tensor, y_pad: torch.Tensor, x_in: torch.Tensor,
@@ -206,7 +231,7 @@ class OutputBlock(AtomUpdateBlock):
         for layer in self.seq_energy_pre:
             x_e = layer(x_e)
         if self.seq_energy2 is not None:
-            x_e = (x_e + h) * INV_SQRT_2
+            x_e = add_scaled_(x_e, h, INV_SQRT_2)
             for layer in self.seq_energy2:
                 x_e = layer(x_e)
         x_f = None
@@ -214,7 +239,8 @@ class OutputBlock(AtomUpdateBlock):
             x_f = m
             for layer in self.seq_forces:
                 x_f = layer(x_f)
-            x_f = self.scale_rbf_F(x_f * self.dense_rbf_F(basis_rad))
+            # scale_rbf_F folded into dense_rbf_F's (emb_rbf-wide) weight
+            x_f = x_f * linear(basis_rad, self.scale_rbf_F.fold_into(self.dense_rbf_F))
         return x_e, x_f
 
 
@@ -268,18 +294,21 @@ class InteractionBlock(nn.Module):
                                            agg2_index=g.e2a_atom_pad)
         h_a2a = self.atom_interaction(h, bases.a2a_rad, g.a2a_pad)
 
-        x = (x_ca_skip + x_e2e + x_qint + x_a2e).mul_(self.inv_sqrt_num_eint)
-        h = (h + h_e2a + h_a2a).mul_(self.inv_sqrt_num_aint)
+        # sums accumulate in place into fresh temporaries (see layers.add_scaled_); the
+        # summation order is the original's, left to right
+        x = _sum_scaled_([x_ca_skip, x_e2e, x_qint, x_a2e], self.inv_sqrt_num_eint)
+        h = _sum_scaled_([h_e2a, h, h_a2a], self.inv_sqrt_num_aint)
         for layer in self.layers_before_skip:
             x = layer(x)
-        m = (m + x).mul_(INV_SQRT_2)
+        m = add_scaled_(x, m, INV_SQRT_2)
         for layer in self.layers_after_skip:
             m = layer(m)
         for layer in self.atom_emb_layers:
             h = layer(h)
-        h = (h + self.atom_update(h, m, bases.atom_update, g.main_edge_index[1])) * INV_SQRT_2
+        h = add_scaled_(self.atom_update(h, m, bases.atom_update, g.main_edge_index[1]), h,
+                        INV_SQRT_2)
         m2 = self.concat_layer(h, m, g.main_edge_index)
         for layer in self.residual_m:
             m2 = layer(m2)
-        m = (m + m2).mul_(INV_SQRT_2)
+        m = add_scaled_(m2, m, INV_SQRT_2)
         return h, m

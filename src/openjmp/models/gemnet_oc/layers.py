@@ -12,6 +12,8 @@ import math
 import torch
 from torch import nn
 
+from openjmp.models.gemnet_oc.linear import linear, linear_silu_nograd
+
 INV_SQRT_2 = 1.0 / math.sqrt(2.0)
 
 
@@ -34,7 +36,8 @@ class _ScaledSiLUFunction(torch.autograd.Function):
             # differentiable formula, since aten::silu_backward has no derivative.
             s = torch.sigmoid(x)
             return grad * SILU_SCALE * s * (1 + x * (1 - s))
-        return torch.ops.aten.silu_backward(grad * SILU_SCALE, x)
+        # scale the fresh result in place (hot in cache) instead of allocating grad * scale
+        return torch.ops.aten.silu_backward(grad, x).mul_(SILU_SCALE)
 
 
 class ScaledSiLU(nn.Module):
@@ -86,7 +89,27 @@ class Dense(nn.Module):
         self.activation = make_activation(activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.activation(self.linear(x))
+        w = self.linear.weight
+        if self.linear.bias is not None:
+            return self.activation(self.linear(x))
+        if type(self.activation) is ScaledSiLU:
+            y = linear_silu_nograd(x, w)  # inference: GEMM + silu fused in oneDNN
+            if y is not None:
+                return y.mul_(SILU_SCALE)
+        return self.activation(linear(x, w))
+
+
+def add_scaled_(fresh: torch.Tensor, other: torch.Tensor, scale: float) -> torch.Tensor:
+    """(fresh + other) * scale, written into ``fresh`` when that is exact.
+
+    ``fresh`` must be a temporary that no autograd node saved (the output of a Linear, of the
+    activation or of an add): it is still in cache, so the in-place sum saves a pass over newly
+    allocated memory. Same bits as ``(other + fresh) * scale`` (addition commutes in IEEE).
+    Falls back to the out-of-place form when dtypes differ (autocast) or ``fresh is other``.
+    """
+    if fresh is other or fresh.dtype != other.dtype or fresh.shape != other.shape:
+        return (other + fresh).mul_(scale)
+    return fresh.add_(other).mul_(scale)
 
 
 class ResidualLayer(nn.Module):
@@ -99,7 +122,7 @@ class ResidualLayer(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x + self.dense_mlp(x)).mul_(INV_SQRT_2)
+        return add_scaled_(self.dense_mlp(x), x, INV_SQRT_2)
 
 
 class ScaleFactor(nn.Module):
@@ -114,9 +137,20 @@ class ScaleFactor(nn.Module):
         super().__init__()
         self.register_buffer("scale_factor", torch.tensor(0.0, dtype=torch.float32))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def value(self, dtype: torch.dtype) -> torch.Tensor:
+        """The effective 0-dim factor (1 when not fitted) in ``dtype``."""
         s = self.scale_factor
-        return x * torch.where(s == 0, torch.ones_like(s), s).to(x.dtype)
+        return torch.where(s == 0, torch.ones_like(s), s).to(dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.value(x.dtype)
+
+    def fold_into(self, dense: Dense) -> torch.Tensor:
+        """Weight of the bias-free, activation-free ``dense`` times this factor: scale(dense(x))
+        == linear(x, fold_into(dense)) with the multiplication on the (out, in) weight instead of
+        on every (rows, out) output (differs only by rounding)."""
+        w = dense.linear.weight
+        return w * self.value(w.dtype)
 
 
 class EdgeEmbedding(nn.Module):
@@ -135,10 +169,10 @@ class EdgeEmbedding(nn.Module):
     def forward(self, h: torch.Tensor, m: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
         a = self.atom_features
         w = self.dense.linear.weight
-        hw = torch.nn.functional.linear(h, w[:, : 2 * a].reshape(-1, 2, a).transpose(0, 1)
-                                        .reshape(-1, a))  # (N, 2*out): [h W_s | h W_t]
+        hw = linear(h, w[:, : 2 * a].reshape(-1, 2, a).transpose(0, 1)
+                    .reshape(-1, a))  # (N, 2*out): [h W_s | h W_t]
         out = w.shape[0]
-        z = torch.nn.functional.linear(m, w[:, 2 * a:])
+        z = linear(m, w[:, 2 * a:])
         z = z + hw[:, :out].index_select(0, edge_index[0])
         z = z + hw[:, out:].index_select(0, edge_index[1])
         return self.dense.activation(z)
@@ -186,8 +220,8 @@ class BasisEmbedding(nn.Module):
     def radial(self, rad_basis: torch.Tensor) -> torch.Tensor:
         """(E, R) -> (E, emb, S) with spherical part, else (E, emb)."""
         if self.num_spherical is None:
-            return rad_basis @ self.weight.T
-        rad_w = rad_basis @ self.weight.reshape(self.num_radial, -1)
+            return linear(rad_basis, self.weight)
+        rad_w = linear(rad_basis, self.weight.reshape(self.num_radial, -1).t())
         emb = self.weight.shape[1] * self.weight.shape[2] // self.num_spherical
         return rad_w.reshape(rad_basis.shape[0], emb, self.num_spherical)
 
