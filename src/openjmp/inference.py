@@ -118,6 +118,8 @@ def graph_settings_of(head: dict[str, Any]) -> tuple[GOCGraphSettings, bool | No
         max_neighbors_aeaint=int(g.get("max_neighbors_a2ee2a") or int(n * 20 / 30)),
         max_neighbors_qint=int(g.get("max_neighbors_qint") or int(n * 8 / 30)),
         max_neighbors_aint=int(g.get("max_neighbors_a2a") or int(n * 1000 / 30)),
+        # size-conditional caps (absent from older model files: fixed caps)
+        max_neighbors_by_natoms=tuple((int(t), int(c)) for t, c in (g.get("max_neighbors_by_natoms") or ())),
     )
     settings.validate()
     pbc = g.get("pbc")

@@ -30,10 +30,36 @@ class GraphConfig(_Strict):
     max_neighbors_a2ee2a: int | None = None
     max_neighbors_qint: int | None = None
     max_neighbors_a2a: int | None = None
+    #: size-conditional main caps [[threshold, cap], ...], thresholds strictly ascending: a
+    #: structure of more than ``threshold`` atoms gets ``cap`` (last matching rule), the other
+    #: graphs JMP's proportions of it. JMP MatBench/QMOF: [[200, 10], [300, 5]] with 30.
+    max_neighbors_by_natoms: list[tuple[int, int]] | None = None
     pbc: bool | None = None  # None: as the records say
 
-    def per_graph(self) -> dict[str, int]:
+    @model_validator(mode="after")
+    def _check_conditional_caps(self):
+        rules = self.max_neighbors_by_natoms
+        if not rules:
+            return self
+        thresholds = [t for t, _ in rules]
+        if any(t < 0 for t in thresholds) or any(b <= a for a, b in zip(thresholds, thresholds[1:])):
+            raise ValueError(f"max_neighbors_by_natoms: thresholds must be >= 0 and strictly ascending, got {thresholds}")
+        if any(c < 1 for _, c in rules):
+            raise ValueError(f"max_neighbors_by_natoms: caps must be >= 1, got {[c for _, c in rules]}")
+        explicit = [k for k in ("max_neighbors_a2ee2a", "max_neighbors_qint", "max_neighbors_a2a")
+                    if getattr(self, k) is not None]
+        if explicit:
+            raise ValueError(f"max_neighbors_by_natoms scales every graph's cap by JMP's proportions; "
+                             f"it cannot be combined with {explicit}")
+        return self
+
+    def per_graph(self, natoms: int | None = None) -> dict[str, int]:
+        """Caps per graph (keys main, a2ee2a, qint, a2a); for a structure of ``natoms`` atoms
+        when given (``max_neighbors_by_natoms``)."""
         n = self.max_neighbors
+        for threshold, cap in self.max_neighbors_by_natoms or []:
+            if natoms is not None and natoms > threshold:
+                n = cap
         return {
             "main": n,
             "a2ee2a": self.max_neighbors_a2ee2a or int(n * 20 / 30),

@@ -557,7 +557,7 @@ def run_finetuning(cfg: FinetuneConfig, callbacks=None) -> dict:
     check_targets(cfg, splits["train"])
     model, source = build_finetune_model(cfg)
     qint_tags = tuple(model.config.qint_tags)
-    settings = graph_settings(cfg.data.graph.cutoff, cfg.data.graph.per_graph())
+    settings = graph_settings(cfg.data.graph.cutoff, cfg.data.graph.per_graph(), cfg.data.graph.max_neighbors_by_natoms)
     datasets = {k: GraphDataset(v, settings, 0, qint_tags, force_pbc=cfg.data.graph.pbc) for k, v in splits.items()}
     normalization, head_info = target_normalizations(cfg, model, splits["train"], datasets["train"])
     # replayed pre-training heads and LoRA adapters, before the module (its EMA and optimiser see them)

@@ -119,7 +119,7 @@ class PretrainDataModule(L.LightningDataModule):
                     unset = unset_variables(path)
                     hint = f" (environment variable {', '.join(unset)} not set)" if unset else ""
                     raise PretrainError(f"dataset {d.name!r}: {label} {path} does not exist{hint}")
-            settings = graph_settings(d.graph.cutoff, d.graph.per_graph())
+            settings = graph_settings(d.graph.cutoff, d.graph.per_graph(), d.graph.max_neighbors_by_natoms)
             if _streams(d):
                 train, val, zmax, elements = self._open_store(t, d, settings, qint_tags)
                 fit_source = train.store

@@ -348,7 +348,7 @@ def build_replay(cfg, model) -> Replay:
         if bad is not None:
             raise FinetuneError(f"replay dataset {d.name!r}: record {bad.name} has no energy/forces")
         graph = d.graph if d.graph is not None else GraphConfig(**(head.get("graph") or {}))
-        settings = graph_settings(graph.cutoff, graph.per_graph())
+        settings = graph_settings(graph.cutoff, graph.per_graph(), graph.max_neighbors_by_natoms)
         train_sets.append(GraphDataset(train, settings, j, qint, force_pbc=graph.pbc))
         val_sets.append(GraphDataset(val, settings, j, qint, force_pbc=graph.pbc))
         normalizers.append(DatasetNormalizer.from_dict(mf.normalization[d.name]))

@@ -38,6 +38,11 @@ class GOCGraphSettings:
     max_neighbors_aeaint: int
     max_neighbors_qint: int
     max_neighbors_aint: int
+    #: size-conditional caps ((threshold, cap), ...) with ascending thresholds: a structure of
+    #: more than ``threshold`` atoms gets main cap ``cap`` (the last matching rule wins) and the
+    #: other graphs JMP's proportions of it (JMP's ``conditional_max_neighbors``: 30, 10 above
+    #: 200 atoms, 5 above 300); empty: the fixed caps above for every structure
+    max_neighbors_by_natoms: tuple[tuple[int, int], ...] = ()
 
     @classmethod
     def from_constant(cls, cutoff: float, max_neighbors: int) -> GOCGraphSettings:
@@ -50,7 +55,29 @@ class GOCGraphSettings:
             max_neighbors_aint=int(max_neighbors * 1000 / 30),
         )
 
+    def for_natoms(self, natoms: int) -> GOCGraphSettings:
+        """The fixed-cap settings for a structure of ``natoms`` atoms (see
+        ``max_neighbors_by_natoms``); ``self`` when no rule applies."""
+        cap = None
+        for threshold, value in self.max_neighbors_by_natoms:
+            if natoms > threshold:
+                cap = int(value)
+        if cap is None:
+            return self
+        scaled = GOCGraphSettings.from_constant(self.cutoff_aint, cap)
+        return GOCGraphSettings(
+            cutoff_main=self.cutoff_main, cutoff_aeaint=self.cutoff_aeaint, cutoff_qint=self.cutoff_qint,
+            cutoff_aint=self.cutoff_aint, max_neighbors_main=cap,
+            max_neighbors_aeaint=scaled.max_neighbors_aeaint, max_neighbors_qint=scaled.max_neighbors_qint,
+            max_neighbors_aint=scaled.max_neighbors_aint,
+        )
+
     def validate(self) -> None:
+        thresholds = [int(t) for t, _ in self.max_neighbors_by_natoms]
+        if any(b <= a for a, b in zip(thresholds, thresholds[1:])):
+            raise ValueError(f"max_neighbors_by_natoms thresholds must be strictly ascending, got {thresholds}")
+        if any(int(c) < 1 for _, c in self.max_neighbors_by_natoms):
+            raise ValueError(f"max_neighbors_by_natoms caps must be >= 1, got {list(self.max_neighbors_by_natoms)}")
         for g in ("main", "aeaint", "qint"):
             if getattr(self, f"cutoff_{g}") > self.cutoff_aint:
                 raise ValueError(f"cutoff_{g} must be <= cutoff_aint")
@@ -113,8 +140,10 @@ def _subselect(a2a: RadiusGraph, cutoff: float, max_neighbors: int, settings: GO
 def build_goc_graphs(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray,
                      tags: np.ndarray, settings: GOCGraphSettings,
                      qint_tags: Sequence[int] = (1, 2)) -> GOCGraphs:
-    """The four graphs of one structure (positions (n, 3) Å, cell (3, 3) rows, pbc (3,))."""
+    """The four graphs of one structure (positions (n, 3) Å, cell (3, 3) rows, pbc (3,)); the
+    caps are the settings' size-conditional ones for this structure's atom count, if any."""
     settings.validate()
+    settings = settings.for_natoms(len(positions))
     a2a = radius_graph(positions, cell, pbc, settings.cutoff_aint, settings.max_neighbors_aint)
     main = _subselect(a2a, settings.cutoff_main, settings.max_neighbors_main, settings)
     a2ee2a = _subselect(a2a, settings.cutoff_aeaint, settings.max_neighbors_aeaint, settings)
