@@ -15,8 +15,9 @@ head, following ``docs/model-files.md``:
   (:func:`openjmp.models.heads.apply_strain`), which is ASE's sign (positive = tensile); only
   for fully periodic structures, NaN rows otherwise;
 * properties: every ``scalar`` / ``classification`` head whose module exists on the model
-  (``task_heads.{name}``) — scalar: ``out * std + mean (+ Σ ref[Z])``; classification: the
-  probability ``sigmoid(out)``.
+  (``task_heads.{name}``) — scalar: ``out * std + mean (+ Σ ref[Z])`` where ``out`` is the
+  head's ``reduction`` (sum/mean/max, or ``spatial_extent`` Σ_i q_i |r_i - r_cm|²,
+  :func:`openjmp.models.heads.spatial_extent`); classification: the probability ``sigmoid(out)``.
 
 Records are processed in batches bounded by a total atom count (:func:`iter_batches`), so memory
 stays bounded on large files.
@@ -38,7 +39,13 @@ from torch import nn
 from openjmp.data.collate import DEFAULT_TAG, collate
 from openjmp.data.graphs.goc import GOCGraphSettings, build_goc_graphs, collate_goc_graphs
 from openjmp.data.record import AtomsRecord, InvalidStructureError
-from openjmp.models.heads import apply_strain, cell_volume, direct_forces, reduce_per_structure
+from openjmp.models.heads import (
+    apply_strain,
+    cell_volume,
+    direct_forces,
+    reduce_per_structure,
+    structure_readout,
+)
 
 ENERGY_KINDS = ("energy_forces", "pretrain")
 PROPERTY_KINDS = ("scalar", "classification")
@@ -387,8 +394,8 @@ class Predictor:
                     cache[key] = self.backbone_fn(data.atomic_numbers, data.pos, data.cell,
                                                   data.batch, g, B)
                 x_E = cache[key].x_E.detach()
-                value = reduce_per_structure(ph.module(x_E).squeeze(-1), data.batch, B,
-                                             ph.reduction).double()
+                value = structure_readout(ph.module(x_E).squeeze(-1), data.batch, B, ph.reduction,
+                                          data.pos, data.atomic_numbers).double()
             if ph.kind == "classification":
                 props[ph.name] = torch.sigmoid(value).cpu()
             else:

@@ -52,6 +52,34 @@ def reduce_per_structure(values: torch.Tensor, batch: torch.Tensor, num_structur
     raise ValueError(f"unknown reduction {reduction!r} (sum, mean, max)")
 
 
+def spatial_extent(values: torch.Tensor, pos: torch.Tensor, atomic_numbers: torch.Tensor,
+                   batch: torch.Tensor, num_structures: int) -> torch.Tensor:
+    """Mass-weighted spatial-extent readout (JMP's head for QM9's <R²>): per structure
+    Σ_i q_i |r_i - r_cm|², with q_i = ``values`` (N,) the per-atom head output, r_i = ``pos``
+    (N, 3) Å and r_cm the centre of mass (ASE atomic masses of ``atomic_numbers`` (N,)).
+    Returns (B,) in units of q × Å²; invariant under translations and rotations."""
+    from ase.data import atomic_masses
+
+    masses = torch.as_tensor(atomic_masses, dtype=pos.dtype, device=pos.device)[atomic_numbers]
+    total = pos.new_zeros(num_structures).index_add_(0, batch, masses)
+    centre = pos.new_zeros((num_structures, 3)).index_add_(0, batch, masses[:, None] * pos)
+    centre = centre / total.clamp_min(torch.finfo(pos.dtype).tiny)[:, None]
+    r2 = (pos - centre[batch]).square().sum(-1)
+    return values.new_zeros(num_structures).index_add_(0, batch, values * r2.to(values.dtype))
+
+
+def structure_readout(values: torch.Tensor, batch: torch.Tensor, num_structures: int, reduction: str,
+                      pos: torch.Tensor | None = None, atomic_numbers: torch.Tensor | None = None
+                      ) -> torch.Tensor:
+    """(N,) per-atom head outputs -> (B,): ``sum`` / ``mean`` / ``max`` (`reduce_per_structure`)
+    or ``spatial_extent`` (`spatial_extent`; needs ``pos`` and ``atomic_numbers``)."""
+    if reduction == "spatial_extent":
+        if pos is None or atomic_numbers is None:
+            raise ValueError("the spatial_extent readout needs positions and atomic numbers")
+        return spatial_extent(values, pos, atomic_numbers, batch, num_structures)
+    return reduce_per_structure(values, batch, num_structures, reduction)
+
+
 def energy_from_atoms(head: nn.Module, x_E: torch.Tensor, batch: torch.Tensor,
                       num_structures: int, reduction: str = "sum"
                       ) -> tuple[torch.Tensor, torch.Tensor]:

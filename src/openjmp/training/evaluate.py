@@ -52,7 +52,7 @@ def _property_only_predictions(model_path, records, dtype: str, max_atoms: int) 
     import torch
 
     from openjmp.inference import graph_settings_of, iter_batches, resolve_dtype
-    from openjmp.models.heads import reduce_per_structure
+    from openjmp.models.heads import structure_readout
     from openjmp.models.registry import load_model
     from openjmp.training.data import GraphDataset, collate_graph_batch
 
@@ -71,8 +71,8 @@ def _property_only_predictions(model_path, records, dtype: str, max_atoms: int) 
         with torch.no_grad():
             x_E = model(data.atomic_numbers, data.pos, data.cell, data.batch, batch.graphs, data.num_structures).x_E
             for name, h in heads.items():
-                value = reduce_per_structure(model.task_heads[name](x_E).squeeze(-1), data.batch,
-                                             data.num_structures, h.get("reduction", "sum")).double()
+                value = structure_readout(model.task_heads[name](x_E).squeeze(-1), data.batch, data.num_structures,
+                                          h.get("reduction", "sum"), data.pos, data.atomic_numbers).double()
                 norm = mf.normalization.get(name, {})
                 if h["kind"] == "classification":
                     value = torch.sigmoid(value)

@@ -31,7 +31,12 @@ from torch.utils.data import DataLoader
 
 from openjmp.data.splits import assign_splits, read_items, subsample
 from openjmp.models.gemnet_oc.config import GemNetOCConfig, load_preset
-from openjmp.models.heads import apply_strain, direct_forces, reduce_per_structure
+from openjmp.models.heads import (
+    apply_strain,
+    direct_forces,
+    reduce_per_structure,
+    structure_readout,
+)
 from openjmp.models.lora import apply_lora, merge_lora
 from openjmp.training.data import GraphBatch, GraphDataset, collate_graph_batch, graph_settings
 from openjmp.training.ema import ExponentialMovingAverage
@@ -123,7 +128,8 @@ def fit_target_normalization(t: TargetConfig, train) -> dict:
         ref = fit_linear_reference(element_count_matrix([z for z, k in zip(zs, keep) if k]), y[keep])
     resid = y[keep] - element_count_matrix([z for z, k in zip(zs, keep) if k]) @ ref
     std = float(resid.std()) if t.normalize and resid.size > 1 and resid.std() > 1e-12 else 1.0
-    mean = float(resid.mean()) if t.normalize else 0.0
+    # spatial extent: a scale only, so the prediction stays std · Σ q_i |r_i - r_cm|²
+    mean = float(resid.mean()) if t.normalize and t.reduction != "spatial_extent" else 0.0
     return {"mean": mean, "std": std, "linear_reference": ref.tolist()}
 
 
@@ -330,7 +336,8 @@ class FinetuneModule(L.LightningModule):
                 if t.kind == "classification" and t.dropout > 0:
                     x = F.dropout(x, t.dropout, training=training)
                 y_atoms = self.model.task_heads[t.name](x).squeeze(-1)
-                preds[t.name] = {"value_norm": reduce_per_structure(y_atoms, data.batch, B, t.reduction)}
+                preds[t.name] = {"value_norm": structure_readout(y_atoms, data.batch, B, t.reduction,
+                                                                 data.pos, data.atomic_numbers)}
         return preds
 
     def target_losses(self, batch: GraphBatch, preds) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

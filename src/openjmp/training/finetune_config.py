@@ -78,12 +78,16 @@ class TargetConfig(_Strict):
       conservative) or ``direct``; optional stress for periodic structures.
     * ``scalar``: graph-level regression of ``record.targets[key]`` with a sum/mean/max readout.
     * ``classification``: binary target (0/1) with class weights and dropout.
+
+    ``reduction: spatial_extent`` (scalar targets): JMP's mass-weighted spatial-extent head for
+    QM9's <R²>, Σ_i q_i |r_i - r_cm|² with q_i the per-atom head output and r_cm the centre of
+    mass; normalised by a scale only (mean 0) and without an element reference.
     """
 
     name: str
     kind: Literal["energy_forces", "scalar", "classification"]
     key: str | None = None  # record.targets key (default: name)
-    reduction: Literal["sum", "mean", "max"] = "sum"
+    reduction: Literal["sum", "mean", "max", "spatial_extent"] = "sum"
     #: per-element linear reference: none; "average" (least squares on the training split's
     #: labels); "estimated" (the ``init_head``'s pre-training reference plus a least-squares
     #: per-element correction of its zero-shot errors on the training split)
@@ -106,6 +110,17 @@ class TargetConfig(_Strict):
     @property
     def target_key(self) -> str:
         return self.key or self.name
+
+    @model_validator(mode="after")
+    def _check_spatial_extent(self):
+        if self.reduction == "spatial_extent":
+            if self.kind != "scalar":
+                raise ValueError(f"target {self.name!r}: reduction 'spatial_extent' is for scalar targets, "
+                                 f"not {self.kind!r}")
+            if self.reference != "none":
+                raise ValueError(f"target {self.name!r}: reduction 'spatial_extent' needs reference: none "
+                                 "(a per-element offset is not a spatial extent)")
+        return self
 
     @model_validator(mode="after")
     def _check_init_head(self):
