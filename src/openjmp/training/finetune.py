@@ -19,6 +19,7 @@ it through `openjmp.inference.Predictor`.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 from pathlib import Path
@@ -40,7 +41,7 @@ from openjmp.models.heads import (
 from openjmp.models.lora import apply_lora, merge_lora
 from openjmp.training.data import GraphBatch, GraphDataset, collate_graph_batch, graph_settings
 from openjmp.training.ema import ExponentialMovingAverage
-from openjmp.training.finetune_config import FinetuneConfig, TargetConfig
+from openjmp.training.finetune_config import FinetuneConfig, TargetConfig, step_schedule
 from openjmp.training.losses import force_l2_distance, segment_mean
 from openjmp.training.normalization import (
     element_count_matrix,
@@ -267,9 +268,12 @@ def freeze_parameters(model, freeze_blocks: int, freeze_backbone: bool) -> list[
 
 # ============================================================================ module
 class FinetuneModule(L.LightningModule):
-    def __init__(self, config: dict, model, normalization: dict[str, dict], replay=None) -> None:
+    def __init__(self, config: dict, model, normalization: dict[str, dict], replay=None,
+                 steps_per_epoch: int | None = None) -> None:
         super().__init__()
         self.cfg = FinetuneConfig.model_validate(config)
+        # lengths given in epochs -> steps (steps_per_epoch: training batches per epoch)
+        self.schedule = step_schedule(self.cfg, steps_per_epoch)
         self.model = model
         self.replay = replay  # openjmp.training.replay.Replay or None
         self.dtype_ = torch.float64 if self.cfg.dtype == "float64" else torch.float32
@@ -407,10 +411,10 @@ class FinetuneModule(L.LightningModule):
         for g in groups:
             g.pop("names")
         optimizer = torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas))
-        total = o.cosine_steps or self.cfg.trainer.max_steps
+        warmup, total = self.schedule.warmup_steps, self.schedule.cosine_steps
 
         def factor(step: int) -> float:
-            return warmup_cosine_factor(step, o.warmup_steps, total, o.warmup_start_factor, o.min_lr_factor) * self.plateau_scale
+            return warmup_cosine_factor(step, warmup, total, o.warmup_start_factor, o.min_lr_factor) * self.plateau_scale
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
@@ -478,7 +482,7 @@ class FinetuneModule(L.LightningModule):
     def _plateau_update(self, val_loss: float) -> None:
         """ReduceLROnPlateau once the warm-up + cosine schedule is over."""
         o = self.cfg.optim
-        if self.global_step < (o.cosine_steps or self.cfg.trainer.max_steps):
+        if self.global_step < self.schedule.cosine_steps:
             return
         if val_loss < self._plateau_best:
             self._plateau_best, self._plateau_bad = val_loss, 0
@@ -574,7 +578,13 @@ def run_finetuning(cfg: FinetuneConfig, callbacks=None) -> dict:
     train_loader = DataLoader(datasets["train"], batch_size=cfg.data.batch_size, shuffle=True, generator=gen,
                               collate_fn=collate_graph_batch, drop_last=len(datasets["train"]) > cfg.data.batch_size)
     val_loader = DataLoader(datasets["val"], batch_size=cfg.data.batch_size, collate_fn=collate_graph_batch)
-    module = FinetuneModule(cfg.model_dump(mode="json"), model, normalization, replay=replay)
+    # epochs of the training loader in optimizer steps (per process when data-parallel)
+    steps_per_epoch = len(train_loader)
+    if isinstance(cfg.trainer.devices, int) and cfg.trainer.devices > 1:
+        steps_per_epoch = math.ceil(steps_per_epoch / cfg.trainer.devices)
+    module = FinetuneModule(cfg.model_dump(mode="json"), model, normalization, replay=replay,
+                            steps_per_epoch=steps_per_epoch)
+    schedule = module.schedule
     replay_before = replay.evaluate(module.model, module.dtype_) if replay is not None else None
     tc = cfg.trainer
     cbs = list(callbacks or [])
@@ -586,9 +596,9 @@ def run_finetuning(cfg: FinetuneConfig, callbacks=None) -> dict:
 
         cbs.append(RichProgressBar())
     trainer = L.Trainer(
-        max_steps=tc.max_steps, max_epochs=-1, accelerator=tc.accelerator, devices=tc.devices, precision=tc.precision,
+        max_steps=schedule.max_steps, max_epochs=-1, accelerator=tc.accelerator, devices=tc.devices, precision=tc.precision,
         logger=[CSVLogger(out, name="logs", version="")], callbacks=cbs,
-        val_check_interval=tc.val_every_n_steps,
+        val_check_interval=schedule.val_every_n_steps,
         check_val_every_n_epoch=None, log_every_n_steps=tc.log_every_n_steps, deterministic=tc.deterministic,
         enable_progress_bar=tc.progress_bar, enable_checkpointing=False, enable_model_summary=False,
         inference_mode=False, max_time={"minutes": tc.max_time_minutes} if tc.max_time_minutes else None,
@@ -611,12 +621,14 @@ def run_finetuning(cfg: FinetuneConfig, callbacks=None) -> dict:
     model_path = out / "model.pt"
     save_model_file(export, model_path, normalization=export_norm, heads=export_heads,
                     extra={"finetune_config": cfg.model_dump(mode="json"), "init": source,
-                           "best_step": module.best_step, "steps": int(trainer.global_step)})
+                           "best_step": module.best_step, "steps": int(trainer.global_step),
+                           "schedule": dataclasses.asdict(schedule)})
     from openjmp.training.evaluate import evaluate_records
 
     test = evaluate_records(model_path, splits["test"], out / "test", dtype=cfg.dtype) if splits["test"] else None
     summary = {
         "init": source, "steps": int(trainer.global_step), "best_step": module.best_step,
+        "schedule": dataclasses.asdict(schedule),
         "best_val_loss": module.best_val, "train_records": len(splits["train"]), "val_records": len(splits["val"]),
         "test_records": len(splits["test"]), "frozen_parameters": len(module.frozen),
         "train_time_s": train_time, "init_heads": head_info, "lora_layers": len(lora_layers),

@@ -8,6 +8,7 @@ to 0.1·lr, then ReduceLROnPlateau (factor 0.8, patience 3), early stopping, EMA
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -166,9 +167,16 @@ class FinetuneOptimConfig(_Strict):
     lr: float = Field(8e-5, gt=0)
     betas: tuple[float, float] = (0.9, 0.95)
     weight_decay: float = Field(0.1, ge=0)
-    warmup_steps: int = Field(100, ge=0)
+    #: warm-up length in optimizer steps, or in epochs of the training loader (JMP: 5 epochs);
+    #: not both; neither: 100 steps. Epochs are converted to steps at the start of the run
+    #: (`step_schedule`: steps/epoch = training batches per epoch).
+    warmup_steps: int | None = Field(None, ge=0)
+    warmup_epochs: float | None = Field(None, ge=0)
     warmup_start_factor: float = Field(0.1, gt=0, le=1)
-    cosine_steps: int | None = None  # default: trainer.max_steps
+    #: cosine length (warm-up included) in steps or epochs (JMP: 32 epochs); not both; neither:
+    #: the run length. ReduceLROnPlateau takes over once it is over.
+    cosine_steps: int | None = Field(None, ge=1)
+    cosine_epochs: float | None = Field(None, gt=0)
     min_lr_factor: float = Field(0.1, ge=0, le=1)
     plateau_factor: float = Field(0.8, gt=0, lt=1)
     plateau_patience: int = Field(3, ge=1)
@@ -181,10 +189,24 @@ class FinetuneOptimConfig(_Strict):
     #: embedding/backbone is then frozen, heads stay trainable
     lora: LoRAConfig | None = None
 
+    @model_validator(mode="after")
+    def _steps_or_epochs(self):
+        for name in ("warmup", "cosine"):
+            if getattr(self, f"{name}_steps") is not None and getattr(self, f"{name}_epochs") is not None:
+                raise ValueError(f"give optim.{name}_steps or optim.{name}_epochs, not both")
+        return self
+
 
 class FinetuneTrainerConfig(_Strict):
-    max_steps: int = Field(1000, ge=1)
-    val_every_n_steps: int = Field(100, ge=1)
+    #: run length in steps and/or epochs of the training loader (the first reached stops);
+    #: neither: 1000 steps
+    max_steps: int | None = Field(None, ge=1)
+    max_epochs: int | None = Field(None, ge=1)
+    #: validation every N steps or every N epochs (not both); neither: every 100 steps. The
+    #: plateau and early-stopping patiences count validations, so with val_every_n_epochs: 1
+    #: they count epochs, as in JMP.
+    val_every_n_steps: int | None = Field(None, ge=1)
+    val_every_n_epochs: int | None = Field(None, ge=1)
     early_stopping_patience: int | None = Field(50, ge=1)  # in validations
     max_time_minutes: float | None = Field(None, gt=0)
     accelerator: str = "cpu"
@@ -193,6 +215,56 @@ class FinetuneTrainerConfig(_Strict):
     progress_bar: bool = True
     log_every_n_steps: int = Field(10, ge=1)
     deterministic: bool = True
+
+    @model_validator(mode="after")
+    def _steps_or_epochs(self):
+        if self.val_every_n_steps is not None and self.val_every_n_epochs is not None:
+            raise ValueError("give trainer.val_every_n_steps or trainer.val_every_n_epochs, not both")
+        return self
+
+
+DEFAULT_WARMUP_STEPS = 100
+DEFAULT_MAX_STEPS = 1000
+DEFAULT_VAL_EVERY_N_STEPS = 100
+
+
+@dataclass(frozen=True)
+class StepSchedule:
+    """A run's schedule in optimizer steps (epoch-based settings converted)."""
+
+    warmup_steps: int
+    cosine_steps: int  # warm-up included; ReduceLROnPlateau afterwards
+    max_steps: int
+    val_every_n_steps: int
+    steps_per_epoch: int | None
+
+
+def step_schedule(cfg: FinetuneConfig, steps_per_epoch: int | None) -> StepSchedule:
+    """Warm-up, cosine, run length and validation interval in steps.
+
+    ``steps_per_epoch``: training batches per epoch (per process), needed only when a length is
+    given in epochs (ValueError otherwise). Fractional epochs round to the nearest step."""
+    o, t = cfg.optim, cfg.trainer
+    epoch_fields = [f"optim.{k}" for k in ("warmup_epochs", "cosine_epochs") if getattr(o, k) is not None]
+    epoch_fields += [f"trainer.{k}" for k in ("max_epochs", "val_every_n_epochs") if getattr(t, k) is not None]
+    if epoch_fields and not steps_per_epoch:
+        raise ValueError(f"{', '.join(epoch_fields)} count epochs: the number of steps per epoch is needed")
+    spe = int(steps_per_epoch) if steps_per_epoch else None
+
+    def steps(epochs: float, minimum: int) -> int:
+        return max(minimum, round(epochs * spe))
+
+    if t.max_epochs is not None:
+        max_steps = steps(t.max_epochs, 1) if t.max_steps is None else min(t.max_steps, steps(t.max_epochs, 1))
+    else:
+        max_steps = t.max_steps if t.max_steps is not None else DEFAULT_MAX_STEPS
+    warmup = (o.warmup_steps if o.warmup_steps is not None
+              else steps(o.warmup_epochs, 0) if o.warmup_epochs is not None else DEFAULT_WARMUP_STEPS)
+    cosine = (o.cosine_steps if o.cosine_steps is not None
+              else steps(o.cosine_epochs, 1) if o.cosine_epochs is not None else max_steps)
+    val = (t.val_every_n_steps if t.val_every_n_steps is not None
+           else steps(t.val_every_n_epochs, 1) if t.val_every_n_epochs is not None else DEFAULT_VAL_EVERY_N_STEPS)
+    return StepSchedule(warmup, cosine, max_steps, val, spe)
 
 
 class FinetuneConfig(_Strict):
