@@ -8,11 +8,12 @@ molecules, MD22 7, SPICE 2 subsets, MatBench 8 regression tasks + mp_is_metal, Q
 and ``src/openjmp/configs/finetune/mini/*.yaml`` (the shipped mini fine-tuning datasets).
 
 Settings follow ``shared/jmp-recipe.md`` (fine-tuning section) and the readers' JMP splits
-(``shared/formats.md``). JMP counts warm-up (5 epochs), cosine (32 epochs) and the run length
-(500 epochs) in epochs; our schema counts optimizer steps, so each is converted with
-``steps/epoch = ceil(n_train / batch_size)`` from the training-set size of the JMP split.
-Validation runs once per epoch, so the plateau and early-stopping patiences (counted in
-validations) are in epochs, as in JMP.
+(``shared/formats.md``). Warm-up (5 epochs), cosine (32 epochs), the run length (500 epochs)
+and validation (every epoch) are given in epochs, as JMP counts them; fine-tuning converts them
+to steps from its training loader at the start of the run, and the plateau and early-stopping
+patiences (counted in validations) are in epochs, as in JMP. MatBench and QMOF use JMP's
+size-conditional neighbour caps (30, 10 above 200 atoms, 5 above 300); QM9 R_2_Abs the
+mass-weighted spatial-extent readout.
 """
 
 from __future__ import annotations
@@ -92,6 +93,9 @@ MATBENCH: dict[str, tuple[str, str, int, str]] = {
 MATBENCH_IS_METAL_N = 106_113
 MATBENCH_BATCH = 8  # paper: 2-8 for MatBench, no per-task value in the recipe
 MATBENCH_VAL_FRACTION = 0.1  # JMP: 90/10 train/val inside the fold's training part
+# JMP's conditional_max_neighbors (MatBench, QMOF): 30, 10 above 200 atoms, 5 above 300
+CONDITIONAL_CAPS = [[200, 10], [300, 5]]
+MATBENCH_GRAPH = {"cutoff": 12.0, "max_neighbors": 30, "max_neighbors_by_natoms": CONDITIONAL_CAPS, "pbc": True}
 
 QMOF_N = 20_372  # entries of QMOF v18 (JMP used v14, whose count is unverified)
 
@@ -104,10 +108,10 @@ For JMP-L: init.checkpoint: ~/.cache/openjmp/jmp-l.pt and optim.llrd.preset: jmp
 (6 block multipliers); everything else is the same.
 Data: relative paths are resolved against this file's folder: copy the file next to your
 data/ folder, or pass --set data.path=/abs/path (the placeholder shows the expected layout).
-Schedule: JMP counts warm-up ({warmup_epochs} epochs from 0.1·lr), cosine ({cosine_epochs} epochs to
-0.1·lr) and the run ({max_epochs} epochs) in epochs; the schema counts steps, converted here
-with {steps} steps/epoch = ceil({n_train} training records / batch {batch}). Validation once
-per epoch, so plateau (factor 0.8) and early-stopping patiences are in epochs.
+Schedule in epochs, as JMP: warm-up {warmup_epochs} epochs from 0.1·lr, cosine over {cosine_epochs} epochs to
+0.1·lr, then ReduceLROnPlateau (factor 0.8); at most {max_epochs} epochs; validation once per
+epoch, so plateau and early-stopping patiences count epochs. Epochs become steps at the start
+of the run (about {steps} steps/epoch here: {n_train} training records / batch {batch}).
 Precision: JMP fine-tuned with 16-mixed; 32-true here (set trainer.precision to change)."""
 
 
@@ -115,14 +119,14 @@ def steps_per_epoch(n_train: int, batch: int) -> int:
     return math.ceil(n_train / batch)
 
 
-def optim(spe: int, plateau_patience: int = PLATEAU_PATIENCE) -> dict:
+def optim(plateau_patience: int = PLATEAU_PATIENCE) -> dict:
     return {
         "lr": LR,
         "betas": [0.9, 0.95],
         "weight_decay": 0.1,
-        "warmup_steps": WARMUP_EPOCHS * spe,
+        "warmup_epochs": WARMUP_EPOCHS,
         "warmup_start_factor": 0.1,
-        "cosine_steps": COSINE_EPOCHS * spe,
+        "cosine_epochs": COSINE_EPOCHS,
         "min_lr_factor": 0.1,
         "plateau_factor": 0.8,
         "plateau_patience": plateau_patience,
@@ -131,10 +135,10 @@ def optim(spe: int, plateau_patience: int = PLATEAU_PATIENCE) -> dict:
     }
 
 
-def trainer(spe: int) -> dict:
+def trainer() -> dict:
     return {
-        "max_steps": MAX_EPOCHS * spe,
-        "val_every_n_steps": spe,
+        "max_epochs": MAX_EPOCHS,
+        "val_every_n_epochs": 1,
         "early_stopping_patience": EARLY_STOPPING_PATIENCE,
         "max_time_minutes": MAX_TIME_MINUTES,
         "accelerator": "auto",
@@ -157,9 +161,9 @@ def paper_config(name: str, data: dict, targets: list[dict], n_train: int,
         "data": data,
         "targets": targets,
         "head_layers": 5,
-        "optim": optim(spe, plateau_patience),
+        "optim": optim(plateau_patience),
         "ema": {"enabled": True, "decay": 0.99},
-        "trainer": trainer(spe),
+        "trainer": trainer(),
     }
     header = COMMON_HEADER.format(file=f"configs/finetune/paper/{name}.yaml", warmup_epochs=WARMUP_EPOCHS,
                                   cosine_epochs=COSINE_EPOCHS, max_epochs=MAX_EPOCHS, steps=spe,
@@ -181,8 +185,9 @@ def paper_configs() -> list[tuple[str, dict, str]]:
             "not JMP's exact indices (the schema has no QM9 index-split option).",
         ]
         if paper_name == "R_2_Abs":
-            notes.insert(1, "JMP predicts R² with a mass-weighted spatial-extent head (Σ m_i |r_i - r_cm|² "
-                            "weighting); that head is NOT implemented in openjmp: a plain sum head is used.")
+            notes[1:2] = ["Mass-weighted spatial-extent readout as JMP (reduction spatial_extent):",
+                          "Σ_i q_i |r_i - r_cm|², q_i the per-atom head output, r_cm the centre of mass;",
+                          "no per-element linear reference."]
         data = {
             "path": "data/qm9/qm9_v3.pt",
             "format": "qm9-pyg",
@@ -191,7 +196,8 @@ def paper_configs() -> list[tuple[str, dict, str]]:
             "graph": {"cutoff": 8.0, "max_neighbors": 30},
             "batch_size": 48,
         }
-        targets = [{"name": paper_name, "kind": "scalar", "key": key, "reduction": "sum",
+        reduction = "spatial_extent" if paper_name == "R_2_Abs" else "sum"
+        targets = [{"name": paper_name, "kind": "scalar", "key": key, "reduction": reduction,
                     "reference": "average" if reference else "none", "normalize": True}]
         out.append(paper_config(f"qm9_{paper_name}", data, targets, n_train, notes))
 
@@ -266,9 +272,8 @@ def paper_configs() -> list[tuple[str, dict, str]]:
 
     # ---- MatBench: fold 0, mean readout (max for phonons), 12 Å / 30
     caps_note = [
-        "Graph caps: JMP lowers max_neighbors to 10 above 200 atoms and to 5 above 300 atoms; our",
-        "GraphConfig has one cap per dataset and cannot express a per-structure cap, so 30 is used",
-        "for every structure (large cells cost more memory than in JMP).",
+        "Graph caps as JMP: max_neighbors 30, 10 above 200 atoms and 5 above 300 atoms",
+        "(max_neighbors_by_natoms; the other graphs' caps follow JMP's proportions).",
     ]
 
     def fold_train(n: int) -> int:
@@ -290,7 +295,7 @@ def paper_configs() -> list[tuple[str, dict, str]]:
             "format": "matbench",
             "reader_options": {"fold": 0},
             "val_fraction": MATBENCH_VAL_FRACTION,
-            "graph": {"cutoff": 12.0, "max_neighbors": 30, "pbc": True},
+            "graph": MATBENCH_GRAPH,
             "batch_size": MATBENCH_BATCH,
         }
         targets = [{"name": task, "kind": "scalar", "key": column, "reduction": reduction,
@@ -310,7 +315,7 @@ def paper_configs() -> list[tuple[str, dict, str]]:
         "format": "matbench",
         "reader_options": {"fold": 0, "allow_classification": True},
         "val_fraction": MATBENCH_VAL_FRACTION,
-        "graph": {"cutoff": 12.0, "max_neighbors": 30, "pbc": True},
+        "graph": MATBENCH_GRAPH,
         "batch_size": MATBENCH_BATCH,
     }
     targets = [{"name": "is_metal", "kind": "classification", "key": "is_metal", "reduction": "mean",
@@ -321,15 +326,14 @@ def paper_configs() -> list[tuple[str, dict, str]]:
     notes = [
         "JMP fine-tuning, QMOF PBE band gap (eV), mean readout.",
         "Split: JMP's RS42 80/10/10 (reader split=jmp; qmof.json + qmof_structure_data.json).",
-        f"Steps/epoch assume QMOF v18's {QMOF_N} entries (JMP used v14; count unverified).",
-        "Graph caps: JMP uses 19 Å with max_neighbors 30, lowered to 10 above 200 atoms and 5 above",
-        "300 atoms; our GraphConfig cannot express a per-structure cap, so 30 is used throughout.",
+        f"The steps/epoch estimate below assumes QMOF v18's {QMOF_N} entries (JMP used v14); the run counts its own.",
+        "Graph: 19 Å with JMP's size-conditional caps (30, 10 above 200 atoms, 5 above 300).",
     ]
     data = {
         "path": "data/qmof/qmof_database",
         "format": "qmof",
         "reader_options": {"split": "jmp", "seed": 42},
-        "graph": {"cutoff": 19.0, "max_neighbors": 30, "pbc": True},
+        "graph": {**MATBENCH_GRAPH, "cutoff": 19.0},
         "batch_size": 4,
     }
     targets = [{"name": "bandgap", "kind": "scalar", "key": "bandgap", "reduction": "mean",

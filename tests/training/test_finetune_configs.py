@@ -66,14 +66,17 @@ def test_paper_common_recipe(path):
     assert o.lr == 8e-5 and tuple(o.betas) == (0.9, 0.95) and o.weight_decay == 0.1
     assert o.grad_clip_value == 1.0 and o.llrd.preset == "jmp_s"
     assert o.warmup_start_factor == 0.1 and o.min_lr_factor == 0.1 and o.plateau_factor == 0.8
-    # epochs -> steps: one validation per epoch; warm-up 5, cosine 32, run 500 epochs
-    epoch = t.val_every_n_steps
-    assert o.warmup_steps == 5 * epoch and o.cosine_steps == 32 * epoch and t.max_steps == 500 * epoch
+    # in epochs, as JMP: one validation per epoch; warm-up 5, cosine 32, run 500 epochs
+    assert (o.warmup_epochs, o.cosine_epochs, t.max_epochs, t.val_every_n_epochs) == (5, 32, 500, 1)
+    assert o.warmup_steps is o.cosine_steps is t.max_steps is t.val_every_n_steps is None
     assert o.plateau_patience == (25 if path.stem.startswith("rmd17_") else 3)
     assert t.early_stopping_patience == 50
     assert cfg.ema.enabled and cfg.ema.decay == 0.99
     assert cfg.head_layers == 5
     assert cfg.data.path.is_relative_to(path.parent / "data")
+    # size-conditional neighbour caps only where JMP uses them
+    conditional = path.stem.startswith(("matbench_", "qmof_"))
+    assert (cfg.data.graph.max_neighbors_by_natoms is not None) == conditional
 
 
 def _family(stem: str) -> str:
@@ -91,21 +94,20 @@ def test_paper_task_settings(path):
         from openjmp.data.readers.qm9 import PROPERTIES
         from openjmp.data.readers.qm9_pyg import Y_COLUMNS
 
-        assert target.name == name and target.kind == "scalar" and target.reduction == "sum"
+        assert target.name == name and target.kind == "scalar"
+        assert target.reduction == ("spatial_extent" if name == "R_2_Abs" else "sum")
         assert target.target_key in {p[0] for p in PROPERTIES} & {c[0] for c in Y_COLUMNS}
         assert target.reference == ("average" if name in QM9_REFERENCED else "none")
         assert graph == (8.0, 30) and d.batch_size == 48 and d.format == "qm9-pyg"
         # JMP's 10,000 / 10,000 molecules of the 130,831
         assert round(d.val_fraction * 130_831) == round(d.test_fraction * 130_831) == 10_000
-        assert cfg.trainer.val_every_n_steps == math.ceil(110_831 / 48)
-        if name == "R_2_Abs":
-            assert "NOT implemented" in path.read_text()
+        assert f"about {math.ceil(110_831 / 48)} steps/epoch" in path.read_text()
     elif fam == "rmd17":
         assert target.kind == "energy_forces" and target.forces == "gradient"
         assert (target.energy_coefficient, target.force_coefficient) == (0.0, 10.0)
         assert graph == (7.0, 100) and d.batch_size == 1
         assert d.reader_options == {"split": "jmp", "train_size": 950, "val_size": 50, "seed": 42}
-        assert cfg.trainer.val_every_n_steps == 950
+        assert "about 950 steps/epoch" in path.read_text()
     elif fam == "md22":
         mol = path.stem.removeprefix("md22_")
         assert d.path.name == f"md22_{mol}.npz" and d.reader_options["split"] == "jmp"
@@ -119,7 +121,7 @@ def test_paper_task_settings(path):
         assert d.reader_options["split"] == "jmp" and len(d.reader_options["subsets"]) == 1
     elif fam == "matbench":
         assert d.reader_options["fold"] == 0 and graph == (12.0, 30) and 2 <= d.batch_size <= 8
-        assert "per-structure cap" in path.read_text()
+        assert d.graph.max_neighbors_by_natoms == [(200, 10), (300, 5)] and d.graph.pbc is True
         if path.stem == "matbench_mp_is_metal":
             assert target.kind == "classification" and tuple(target.class_weights) == (1.0, 1.342)
             assert target.dropout == 0.5 and d.reader_options["allow_classification"] is True
@@ -129,6 +131,7 @@ def test_paper_task_settings(path):
     elif fam == "qmof":
         assert target.target_key == "bandgap" and target.reduction == "mean"
         assert graph == (19.0, 30) and d.batch_size == 4
+        assert d.graph.max_neighbors_by_natoms == [(200, 10), (300, 5)] and d.graph.pbc is True
     else:  # pragma: no cover - a file of no known family
         pytest.fail(f"unexpected config {path.name}")
 
