@@ -44,6 +44,9 @@ def finetune_config_dict(study: StudyConfig, task: StudyTask, arm: str, seed: in
     optim = cfg.setdefault("optim", {})
     optim["lr"] = lr
     trainer = cfg.setdefault("trainer", {})
+    # the study fixes the budget in steps for both arms; epoch-based trainer fields would conflict
+    trainer.pop("max_epochs", None)
+    trainer.pop("val_every_n_epochs", None)
     trainer["max_steps"] = study.steps
     trainer["val_every_n_steps"] = study.val_every_n_steps
     trainer["max_time_minutes"] = study.run_time_cap_minutes
