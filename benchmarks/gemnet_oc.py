@@ -14,9 +14,10 @@ atom (all tags 2 -> in qint_tags), as ``shared/bench/README.md``):
 
 at 1 and 2 threads; plus inference (energy + direct forces) on rattled fcc Cu bulk cells of
 ~100 / 1,000 / 5,000 atoms (same graph settings) to show how the cost grows. Reports seconds per
-batch (median, min, max over the repeats after one warm-up), structures/s, atoms/s, FLOPs per
+batch (median, min, max over the repeats after two warm-up calls), structures/s, atoms/s, FLOPs per
 call (``torch.utils.flop_counter.FlopCounterMode``), achieved GFLOP/s and its fraction of the
-fp32 matmul peak measured in the same run (best of 2048^3 and 11730x512x512 ``torch.mm``), the
+fp32 matmul peak measured in the same run (best of 2048^3 and 11730x512x512 products with MKL
+``torch.mm`` and with oneDNN, the library the model's linears use), the
 peak RSS of each case (Linux: VmHWM reset before the case; elsewhere the process maximum so
 far), and, for the batch8 cases, the speed-up over the original implementation's times quoted in
 ``shared/bench/README.md``. Writes ``benchmarks/results/gemnet_oc.json``.
@@ -52,6 +53,7 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 # (shared/bench/README.md): seconds per batch
 ORIGINAL_SECONDS = {("train", 1): 34.3, ("infer_direct", 1): 10.6, ("infer_direct", 2): 5.8}
 ORIGINAL_TRAIN_FLOPS = 2.21e12
+WARMUP = 2
 
 
 def reset_peak_rss() -> bool:
@@ -61,6 +63,16 @@ def reset_peak_rss() -> bool:
         return True
     except OSError:
         return False
+
+
+def current_rss_mib() -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
 
 
 def peak_rss_mib() -> float:
@@ -74,19 +86,30 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def matmul_peak_gflops(repeats: int = 3) -> dict:
-    """Best fp32 GFLOP/s of torch.mm on two shapes at the current thread count."""
+def matmul_peak_gflops(repeats: int = 5) -> dict:
+    """Best fp32 GFLOP/s of a plain matmul on two shapes at the current thread count, over the
+    two CPU GEMM back-ends torch has: MKL (``torch.mm``) and oneDNN
+    (``torch.ops.mkldnn._linear_pointwise``, which the model's float32 linears use; see
+    ``openjmp.models.gemnet_oc.linear``). The peak is the best of all, so the model is never
+    compared with the slower library."""
+    from openjmp.models.gemnet_oc import linear as fast
+
+    backends = {"mkl": lambda a, bt: torch.mm(a, bt.t())}
+    if fast._available():
+        backends["onednn"] = lambda a, bt: fast._dnn(a, bt)
     best = {}
     for m, k, n in [(2048, 2048, 2048), (11730, 512, 512)]:
-        a, b = torch.randn(m, k), torch.randn(k, n)
-        torch.mm(a, b)
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            torch.mm(a, b)
-            times.append(time.perf_counter() - t0)
-        best[f"{m}x{k}x{n}"] = 2.0 * m * k * n / min(times) / 1e9
-    return {"shapes_gflops": best, "peak_gflops": max(best.values())}
+        a, bt = torch.randn(m, k), torch.randn(n, k)
+        for name, mm in backends.items():
+            mm(a, bt)
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                mm(a, bt)
+                times.append(time.perf_counter() - t0)
+            best[f"{name} {m}x{k}x{n}"] = 2.0 * m * k * n / min(times) / 1e9
+    mkl = max(v for k, v in best.items() if k.startswith("mkl"))
+    return {"shapes_gflops": best, "peak_gflops": max(best.values()), "mkl_peak_gflops": mkl}
 
 
 def load_batch8(structures: list[int] | None = None):
@@ -210,10 +233,19 @@ def bf16_deviation(model, batch, graphs) -> dict:
 
 
 def count_flops(fn) -> float:
+    """FLOPs of one call. FlopCounterMode has no formula for oneDNN's
+    ``mkldnn::_linear_pointwise`` (it would count those linears as 0), so the count is taken
+    with the oneDNN path off: the same products through aten::mm/addmm, the same FLOPs."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as counter:
-        fn()
+    from openjmp.models.gemnet_oc import linear as fast
+
+    previous = fast.set_onednn_enabled(False)
+    try:
+        with FlopCounterMode(display=False) as counter:
+            fn()
+    finally:
+        fast.set_onednn_enabled(previous)
     return float(counter.get_total_flops())
 
 
@@ -229,11 +261,16 @@ def profile_top_ops(fn, rows: int = 15) -> list[dict]:
              "fraction": e.self_cpu_time_total / total} for e in events[:rows]]
 
 
-def run_case(name, fn, batch, repeats, peak, flops_cache):
+def run_case(name, fn, batch, repeats, peak, flops_cache, mkl_peak=None):
     if name not in flops_cache:
         flops_cache[name] = count_flops(fn)
+    # with the tuned allocator freed memory stays resident, so the RSS at the start of a case
+    # (recorded too) includes the heap kept from earlier cases
+    rss_start = current_rss_mib()
     rss_reset = reset_peak_rss()
-    timing = time_repeats(fn, repeats=repeats, warmup=1)
+    # two warm-up calls: the heap only reaches its steady size in the second training step
+    # (~1 GB of first-touch page faults in step 2 on batch8), which is not the model's speed
+    timing = time_repeats(fn, repeats=repeats, warmup=WARMUP)
     med = timing["median_s"]
     flops = flops_cache[name]
     gflops = flops / med / 1e9
@@ -244,8 +281,11 @@ def run_case(name, fn, batch, repeats, peak, flops_cache):
         "flops": flops,
         "gflops_per_s": gflops,
         "fraction_of_matmul_peak": gflops / peak,
+        # against torch.mm (MKL) alone, the peak definition of shared/bench/README.md
+        "fraction_of_mkl_matmul_peak": gflops / mkl_peak if mkl_peak else None,
         "peak_rss_mib": peak_rss_mib(),
         "peak_rss_scope": "case" if rss_reset else "process so far",
+        "rss_at_case_start_mib": rss_start,
     }
 
 
@@ -291,7 +331,7 @@ def main() -> None:
         "batch": "shared/bench/batch8.extxyz" + ("" if full_batch else
                                                   f" structures {args.structures}"),
         "batch_atoms": batch.num_atoms, "batch_structures": batch.num_structures,
-        "repeats": repeats, "warmup": 1,
+        "repeats": repeats, "warmup": WARMUP,
         "malloc_tuned": malloc_tuned,
         "num_parameters": sum(p.numel() for p in model.parameters()),
         "batch8_edges": {"main": graphs.main.num_edges, "a2a": graphs.a2a.num_edges,
@@ -304,7 +344,8 @@ def main() -> None:
         entry = {"matmul_peak": peak, "cases": {}}
         fns = case_functions(model, batch, graphs)
         for name in cases:
-            r = run_case(name, fns[name], batch, repeats, peak["peak_gflops"], flops_cache)
+            r = run_case(name, fns[name], batch, repeats, peak["peak_gflops"], flops_cache,
+                         peak["mkl_peak_gflops"])
             ref = ORIGINAL_SECONDS.get((name, n_threads)) if full_batch else None
             if ref is not None:
                 r["original_s"] = ref
@@ -322,7 +363,8 @@ def main() -> None:
             gb = graphs_for(bb)
             fn = case_functions(model, bb, gb)["infer_direct"]
             key = f"bulk{bb.num_atoms}/infer_direct"
-            r = run_case(key, fn, bb, repeats, peak["peak_gflops"], flops_cache)
+            r = run_case(key, fn, bb, repeats, peak["peak_gflops"], flops_cache,
+                         peak["mkl_peak_gflops"])
             r["edges_main"] = gb.main.num_edges
             entry["cases"][key] = r
             rows.append((n_threads, key, r))
@@ -344,7 +386,8 @@ def main() -> None:
                   f"{op['calls']:6d} calls")
     for n_threads in threads:
         p = results["threads"][str(n_threads)]["matmul_peak"]
-        print(f"matmul peak ({n_threads} thr): {p['peak_gflops']:.1f} GFLOP/s {p['shapes_gflops']}")
+        print(f"matmul peak ({n_threads} thr): {p['peak_gflops']:.1f} GFLOP/s (MKL alone "
+              f"{p['mkl_peak_gflops']:.1f}) {p['shapes_gflops']}")
     path = write_results("gemnet_oc", results)
     print(f"wrote {path}")
 
