@@ -315,8 +315,9 @@ def main() -> None:
     threads = args.threads or ([1] if args.quick else [1, 2])
     repeats = args.repeats or (1 if args.quick else 5)
     sizes = args.sizes if args.sizes is not None else ([100] if args.quick else [100, 1000, 5000])
-    cases = args.cases or (["train", "infer_direct", "infer_grad", "infer_direct_bf16"]
-                           + ([] if args.quick else ["train_bf16"]))
+    cases = args.cases if args.cases is not None else (
+        ["train", "infer_direct", "infer_grad", "infer_direct_bf16"]
+        + ([] if args.quick else ["train_bf16"]))  # "--cases" alone: bulk cells only
     full_batch = args.structures is None
 
     model = make_model()
