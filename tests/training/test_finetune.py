@@ -6,6 +6,7 @@ import ase.io
 import numpy as np
 import pytest
 import torch
+from finetune_helpers import write_emt_molecules
 
 from openjmp.configuration import load_config
 from openjmp.training.finetune import FinetuneError, build_finetune_model, run_finetuning
@@ -16,23 +17,11 @@ from openjmp.training.optim import parameter_groups
 @pytest.fixture(scope="module")
 def ft_data(tmp_path_factory):
     """EMT molecules with energies/forces and two graph-level targets, and a 'pre-trained' file."""
-    from ase.build import molecule
-    from ase.calculators.emt import EMT
-
     from openjmp.models.registry import create_model, save_model_file
 
     folder = tmp_path_factory.mktemp("ft")
-    frames = []
-    for i in range(30):
-        m = molecule(["H2O", "NH3", "CH4", "C2H6"][i % 4])
-        m.rattle(0.04, seed=i)
-        m.calc = EMT()
-        m.get_potential_energy()
-        m.get_forces()
-        m.info["size"] = float(len(m)) + 0.1 * np.sin(i)
-        m.info["is_big"] = float(len(m) > 4)
-        frames.append(m)
-    ase.io.write(folder / "mols.extxyz", frames)
+    write_emt_molecules(folder / "mols.extxyz", 30, lambda i, m: {
+        "size": float(len(m)) + 0.1 * np.sin(i), "is_big": float(len(m) > 4)})
     torch.manual_seed(0)
     model = create_model("openjmp-tiny", num_pretrain_tasks=1)
     save_model_file(model, folder / "pre.pt", normalization={"task0": {}}, heads={"task0": {"kind": "pretrain"}})

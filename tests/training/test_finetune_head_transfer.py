@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import copy
 
-import ase.io
 import numpy as np
 import pytest
 import torch
+from finetune_helpers import write_emt_molecules
 
 from openjmp.training.finetune import (
     FinetuneError,
@@ -24,22 +24,10 @@ PRE_NORM = {"energy_mean": 0.3, "energy_std": 2.0, "force_std": 0.5}
 def ht_data(tmp_path_factory):
     """EMT molecules of four compositions (element-count matrix of full rank over H, C, N, O) and
     a 'pre-trained' file with two pre-training heads of 2 layers."""
-    from ase.build import molecule
-    from ase.calculators.emt import EMT
-
     from openjmp.models.registry import create_model, save_model_file
 
     folder = tmp_path_factory.mktemp("ht")
-    frames = []
-    for i in range(24):
-        m = molecule(["H2O", "NH3", "CH4", "C2H6"][i % 4])
-        m.rattle(0.04, seed=i)
-        m.calc = EMT()
-        m.get_potential_energy()
-        m.get_forces()
-        m.info["size"] = float(len(m)) + 0.1 * np.sin(i)
-        frames.append(m)
-    ase.io.write(folder / "mols.extxyz", frames)
+    write_emt_molecules(folder / "mols.extxyz", 24, lambda i, m: {"size": float(len(m)) + 0.1 * np.sin(i)})
     torch.manual_seed(0)
     model = create_model("openjmp-tiny", num_pretrain_tasks=2, num_mlps=2)
     model.model_config["pretrain_tasks"] = ["mols-a", "mols-b"]

@@ -2,10 +2,10 @@
 
 import copy
 
-import ase.io
 import numpy as np
 import pytest
 import torch
+from finetune_helpers import write_emt_molecules
 
 from openjmp.configuration import load_config
 from openjmp.models.lora import LoRAConfig, apply_lora, lora_parameter_names, merge_lora
@@ -15,21 +15,10 @@ from openjmp.training.finetune_config import FinetuneConfig
 @pytest.fixture(scope="module")
 def lora_data(tmp_path_factory):
     """EMT molecules with energies/forces and a tiny 'pre-trained' model file (random weights)."""
-    from ase.build import molecule
-    from ase.calculators.emt import EMT
-
     from openjmp.models.registry import create_model, save_model_file
 
     folder = tmp_path_factory.mktemp("lora")
-    frames = []
-    for i in range(24):
-        m = molecule(["H2O", "NH3", "CH4", "C2H6"][i % 4])
-        m.rattle(0.04, seed=i)
-        m.calc = EMT()
-        m.get_potential_energy()
-        m.get_forces()
-        frames.append(m)
-    ase.io.write(folder / "mols.extxyz", frames)
+    write_emt_molecules(folder / "mols.extxyz", 24)
     torch.manual_seed(0)
     model = create_model("openjmp-tiny", num_pretrain_tasks=1)
     save_model_file(model, folder / "pre.pt", normalization={"task0": {}}, heads={"task0": {"kind": "pretrain"}})

@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader
 from openjmp.models.heads import reduce_per_structure
 from openjmp.training.finetune_config import FinetuneConfig, TargetConfig
 from openjmp.training.normalization import (
+    DatasetNormalizer,
     element_count_matrix,
     fit_linear_reference,
     fit_normalizer,
@@ -108,7 +109,8 @@ def zero_shot_energies(model, dataset, reduction: str, norm: dict, batch_size: i
     from openjmp.training.data import collate_graph_batch
 
     dtype = next(model.parameters()).dtype
-    ref = torch.as_tensor(norm.get("linear_reference") or [0.0] * 120, dtype=torch.float64)
+    normalizer = DatasetNormalizer(**{k: norm[k] for k in ("linear_reference", "energy_mean", "energy_std", "force_std")
+                                      if norm.get(k) is not None})
     was_training = model.training
     model.eval()
     out = []
@@ -117,8 +119,7 @@ def zero_shot_energies(model, dataset, reduction: str, norm: dict, batch_size: i
         data, B = batch.data, batch.num_structures
         result = model(data.atomic_numbers, data.pos, data.cell, data.batch, batch.graphs, B)
         e_norm = reduce_per_structure(model.out_energy(result.x_E).squeeze(-1), data.batch, B, reduction)
-        e_ref = torch.zeros(B, dtype=torch.float64).index_add_(0, data.batch, ref[data.atomic_numbers])
-        out.append((e_norm.double() * norm["energy_std"] + norm["energy_mean"] + e_ref).numpy())
+        out.append(normalizer.denormalize_energy(e_norm.double(), data.atomic_numbers, data.batch).numpy())
     model.train(was_training)
     return np.concatenate(out)
 
