@@ -174,3 +174,22 @@ def test_batched_edge_vectors_use_each_structures_cell():
     off = torch.tensor([[1, 0, 0], [1, 0, 0]])
     _, dist = edge_vectors(pos, cells, ei, off, edge_structure=torch.tensor([0, 1]))
     assert dist.tolist() == [3.0, 5.0]
+
+
+def test_subgraphs_cut_by_neighbor_rank_equal_a_fresh_selection():
+    """The GemNet-OC graphs are cut from one neighbour list with its ranks (no re-sort): a
+    smaller cutoff then a cap must keep exactly the edges a fresh max_neighbors_mask keeps, ties
+    included (a rattled lattice has many near-ties; the unrattled one exact ties)."""
+    from ase.build import bulk
+
+    for rattle in (0.0, 0.05):
+        atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 2, 2))
+        if rattle:
+            atoms.rattle(rattle, seed=3)
+        full = radius_graph(atoms.positions, np.asarray(atoms.cell), atoms.pbc, 7.0, 200)
+        for cutoff, cap in ((7.0, 30), (5.0, 12), (4.0, 1000), (6.0, 0)):
+            near = full.select(full.distances <= cutoff)
+            fresh = near.select(max_neighbors_mask(near.edge_index[1], near.distances, cap))
+            ranked = near.closest(cap)
+            assert np.array_equal(ranked.edge_index, fresh.edge_index)
+            assert np.array_equal(ranked.cell_offsets, fresh.cell_offsets)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
-from openjmp.data.graphs.radius import RadiusGraph, max_neighbors_mask, radius_graph
+from openjmp.data.graphs.radius import RadiusGraph, radius_graph
 
 GRAPH_NAMES = ("main", "a2a", "a2ee2a", "qint")
 
@@ -129,11 +129,13 @@ def _to_edge_set(g: RadiusGraph) -> EdgeSet:
 
 def _subselect(a2a: RadiusGraph, cutoff: float, max_neighbors: int, settings: GOCGraphSettings
                ) -> RadiusGraph:
+    # a smaller cutoff and a cap both keep each target's closest edges, so the neighbour ranks
+    # of the a2a graph stay valid and no second sort is needed
     g = a2a
     if not np.isclose(cutoff, settings.cutoff_aint):
         g = g.select(g.distances <= cutoff)
     if max_neighbors != settings.max_neighbors_aint:
-        g = g.select(max_neighbors_mask(g.edge_index[1], g.distances, max_neighbors))
+        g = g.closest(max_neighbors)
     return g
 
 

@@ -40,18 +40,34 @@ class RadiusGraph:
         edge_index: (2, E) int64, rows (source, target).
         cell_offsets: (E, 3) int64, lattice translation of the source.
         distances: (E,) float64, Å.
+        neighbor_rank: (E,) int64 or None, each edge's rank among its target's edges in
+            distance order (ties by edge order; see :func:`neighbor_rank`). Kept through
+            `select`, it stays right for any selection that keeps, per target, the closest
+            edges (a smaller cutoff, a smaller cap), which is how the GemNet-OC graphs are cut
+            from one neighbour list without sorting again.
     """
 
     edge_index: np.ndarray
     cell_offsets: np.ndarray
     distances: np.ndarray
+    neighbor_rank: np.ndarray | None = None
 
     @property
     def num_edges(self) -> int:
         return int(self.edge_index.shape[1])
 
     def select(self, mask: np.ndarray) -> RadiusGraph:
-        return RadiusGraph(self.edge_index[:, mask], self.cell_offsets[mask], self.distances[mask])
+        rank = None if self.neighbor_rank is None else self.neighbor_rank[mask]
+        return RadiusGraph(self.edge_index[:, mask], self.cell_offsets[mask], self.distances[mask],
+                           rank)
+
+    def closest(self, max_neighbors: int) -> RadiusGraph:
+        """At most ``max_neighbors`` closest edges per target (the module's tie rule)."""
+        if self.neighbor_rank is None:
+            return self.select(max_neighbors_mask(self.edge_index[1], self.distances, max_neighbors))
+        if max_neighbors < 0:
+            raise ValueError(f"max_neighbors must be >= 0, got {max_neighbors}")
+        return self.select(self.neighbor_rank < max_neighbors)
 
 
 def _sort_key_order(source: np.ndarray, target: np.ndarray, offsets: np.ndarray) -> np.ndarray:
@@ -96,9 +112,26 @@ def radius_graph(
     dist = np.asarray(d, dtype=np.float64)
     order = _sort_key_order(source, target, offsets)
     graph = RadiusGraph(np.stack([source[order], target[order]]), offsets[order], dist[order])
+    graph.neighbor_rank = neighbor_rank(graph.edge_index[1], graph.distances)
     if max_neighbors is not None:
-        graph = graph.select(max_neighbors_mask(graph.edge_index[1], graph.distances, max_neighbors))
+        graph = graph.closest(max_neighbors)
     return graph
+
+
+def neighbor_rank(target: np.ndarray, distances: np.ndarray) -> np.ndarray:
+    """Rank (0 = closest) of each edge among the edges of its target, by distance; ties are
+    broken by the current edge order (stable sort), see module docstring. Any edge order."""
+    num_edges = target.shape[0]
+    rank = np.empty(num_edges, dtype=np.int64)
+    if num_edges == 0:
+        return rank
+    # Stable order: by target, then distance, then original position (np.lexsort is stable).
+    order = np.lexsort((np.arange(num_edges), distances, target))
+    sorted_target = target[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_target)) + 1]
+    counts = np.diff(np.r_[starts, num_edges])
+    rank[order] = np.arange(num_edges) - np.repeat(starts, counts)
+    return rank
 
 
 def max_neighbors_mask(target: np.ndarray, distances: np.ndarray, max_neighbors: int) -> np.ndarray:
@@ -109,19 +142,7 @@ def max_neighbors_mask(target: np.ndarray, distances: np.ndarray, max_neighbors:
     """
     if max_neighbors < 0:
         raise ValueError(f"max_neighbors must be >= 0, got {max_neighbors}")
-    num_edges = target.shape[0]
-    if num_edges == 0:
-        return np.zeros(0, dtype=bool)
-    # Stable order: by target, then distance, then original position (np.lexsort is stable).
-    order = np.lexsort((np.arange(num_edges), distances, target))
-    sorted_target = target[order]
-    # rank of each edge among its target's edges, in distance order
-    starts = np.r_[0, np.flatnonzero(np.diff(sorted_target)) + 1]
-    counts = np.diff(np.r_[starts, num_edges])
-    rank = np.arange(num_edges) - np.repeat(starts, counts)
-    mask = np.zeros(num_edges, dtype=bool)
-    mask[order[rank < max_neighbors]] = True
-    return mask
+    return neighbor_rank(target, distances) < max_neighbors
 
 
 def edge_vectors(
