@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH_PIN := torch==2.13.0
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: demo test test-slow venv install install-dev bench lint clean
+.PHONY: demo test test-slow test-gpu venv install install-dev bench lint clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -30,6 +30,11 @@ test: install-dev
 
 test-slow: install-dev
 	$(BIN)/python -m pytest -q --runslow
+
+# GPU checks (tests/gpu, docs/gpu.md) in the current Python environment, which must hold a CUDA
+# build of torch and openjmp (pip install -e ".[dev]"): the .venv above pins the CPU wheel
+test-gpu:
+	$(PY) -m pytest -q tests/gpu
 
 lint: install-dev
 	$(BIN)/ruff check src tests benchmarks

@@ -36,6 +36,7 @@ unless ``--no-malloc-tuning``.
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import sys
 import time
@@ -47,7 +48,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine_info, time_repeats, write_results  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+#: beside the checkout unless OPENJMP_SHARED names another place
+SHARED = Path(os.environ.get("OPENJMP_SHARED") or Path(__file__).resolve().parents[1].parent / "shared")
 
 
 # the original (torch_scatter-based) implementation on this batch, 1 thread unless noted
@@ -173,6 +175,7 @@ def case_functions(model, batch, graphs):
     energy_ref = torch.nan_to_num(batch.energy)
     forces_ref = torch.nan_to_num(batch.forces)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
+    device_type = batch.pos.device.type  # autocast device ("cpu" here, "cuda" in gemnet_oc_gpu)
 
     def energy_forces():
         out = model(batch.atomic_numbers, batch.pos, batch.cell, batch.batch, graphs, nb)
@@ -211,13 +214,13 @@ def case_functions(model, batch, graphs):
                 p.requires_grad_(True)
 
     def infer_direct_bf16():
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.no_grad(), torch.autocast(device_type, dtype=torch.bfloat16):
             energy_forces()
 
     def train_bf16():
         model.train()
         opt.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast(device_type, dtype=torch.bfloat16):
             e, f = energy_forces()
         e, f = e.float(), f.float()
         loss = (e - energy_ref).abs().mean() + torch.linalg.vector_norm(f - forces_ref,
@@ -235,7 +238,7 @@ def bf16_deviation(model, batch, graphs) -> dict:
     nb = batch.num_structures
     with torch.no_grad():
         ref = model(batch.atomic_numbers, batch.pos, batch.cell, batch.batch, graphs, nb)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast(batch.pos.device.type, dtype=torch.bfloat16):
             low = model(batch.atomic_numbers, batch.pos, batch.cell, batch.batch, graphs, nb)
     return {k: float((getattr(low, k).float() - getattr(ref, k)).abs().max()
                      / getattr(ref, k).abs().max()) for k in ("x_E", "x_F")}

@@ -5,8 +5,9 @@ import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-#: the read-only folder handed to the project (reference fixtures, benchmark batch)
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+#: the read-only folder handed to the project (reference fixtures, benchmark batch); beside the
+#: checkout unless OPENJMP_SHARED names another place (a machine where the checkout travels alone)
+SHARED = Path(os.environ.get("OPENJMP_SHARED") or Path(__file__).resolve().parents[1].parent / "shared")
 
 
 def pytest_addoption(parser):

@@ -178,7 +178,11 @@ def test_structures_without_qint_edges_or_quadruplets(small_model):
     assert torch.isfinite(pair.forces_grad["finetune"]).all()
 
 
-def test_block_checkpointing_gives_identical_gradients(small_model):
+@pytest.mark.parametrize("loss", ["direct", "gradient_forces"])
+def test_block_checkpointing_gives_identical_gradients(small_model, loss):
+    """Activation checkpointing (trainer.activation_checkpointing) changes memory, not math:
+    the same parameter gradients for a loss on the backbone outputs and for a gradient-force
+    loss (double backward through the recomputed blocks)."""
     numbers, pos, cell, pbc, settings = _molecule()
     graphs = build_goc_graphs(pos, cell, pbc, np.full(len(numbers), 2), settings)
     args = (torch.as_tensor(numbers), torch.as_tensor(pos), torch.as_tensor(cell)[None],
@@ -186,8 +190,12 @@ def test_block_checkpointing_gives_identical_gradients(small_model):
 
     def grads():
         small_model.zero_grad(set_to_none=True)
-        out = small_model(*args)
-        (out.x_E.square().sum() + out.x_F.square().sum()).backward()
+        if loss == "direct":
+            out = small_model(*args)
+            (out.x_E.square().sum() + out.x_F.square().sum()).backward()
+        else:
+            pred = small_model.predict(*args, gradient=True, create_graph=True)
+            (pred.energy["finetune"].sum() + pred.forces_grad["finetune"].square().sum()).backward()
         return {n: p.grad.clone() for n, p in small_model.named_parameters() if p.grad is not None}
 
     plain = grads()

@@ -1,5 +1,8 @@
 """Helpers for pre-training tests. Tiny EMT-labelled datasets (two 'domains') and a tiny pre-training config for tests."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import ase.io
@@ -68,3 +71,28 @@ def make_two_domains(folder: Path) -> Path:
 def write_config(path: Path, cfg: dict) -> Path:
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+_RUNNER = """\
+import os, signal, sys
+import lightning as L
+from openjmp.configuration import load_config
+from openjmp.training.config import PretrainConfig
+from openjmp.training.pretrain import run_pretraining
+class Kill(L.Callback):
+    def on_train_batch_end(self, trainer, *a):
+        if trainer.global_step == int(sys.argv[2]):
+            os.kill(os.getpid(), signal.SIGKILL)
+cfg = load_config(PretrainConfig, sys.argv[1])
+run_pretraining(cfg, callbacks=[Kill()] if int(sys.argv[2]) > 0 else [])
+"""
+
+
+def run_pretraining_process(config_path: Path, kill_at_step: int = 0) -> subprocess.CompletedProcess:
+    """Pre-train from a YAML config in a fresh process; with ``kill_at_step`` > 0 the process
+    SIGKILLs itself after that optimizer step (a crash without any clean-up)."""
+    runner = Path(config_path).with_name("runner.py")
+    runner.write_text(_RUNNER)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, str(runner), str(config_path), str(kill_at_step)],
+                          env=env, capture_output=True, text=True)

@@ -8,7 +8,12 @@ import sys
 
 import pytest
 import torch
-from pretrain_helpers import make_two_domains, tiny_pretrain_config, write_config
+from pretrain_helpers import (
+    make_two_domains,
+    run_pretraining_process,
+    tiny_pretrain_config,
+    write_config,
+)
 
 from openjmp.configuration import ConfigError, load_config
 from openjmp.training.config import PretrainConfig
@@ -67,6 +72,24 @@ def test_bad_configs_fail_before_training(two_domains, tmp_path):
         run_pretraining(load_config(PretrainConfig, data=cfg))
 
 
+def test_activation_checkpointing_gives_the_same_run(two_domains, tmp_path):
+    import lightning as L
+
+    class Seen(L.Callback):
+        def on_train_start(self, trainer, module):
+            self.flag = module.model.backbone.checkpoint_blocks
+
+    runs = {}
+    for flag in (False, True):
+        cfg = _cfg(two_domains, tmp_path / str(flag), **{"trainer.max_steps": 4, "trainer.val_every_n_steps": 4,
+                                                         "trainer.activation_checkpointing": flag})
+        seen = Seen()
+        run_pretraining(load_config(PretrainConfig, data=cfg), callbacks=[seen])
+        assert seen.flag is flag
+        runs[flag] = _final_weights(tmp_path / str(flag) / "run")
+    assert all(torch.equal(runs[False][k], runs[True][k]) for k in runs[False])
+
+
 def _final_weights(out):
     from openjmp.checkpoints.format import load_model_file
 
@@ -80,28 +103,12 @@ def test_resume_after_sigkill_is_bit_identical(two_domains, tmp_path):
                                           "trainer.val_every_n_steps": 3})
     full = dict(base, output_dir=str(tmp_path / "full"))
     cut = dict(base, output_dir=str(tmp_path / "cut"))
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    script = (
-        "import os, signal, sys\n"
-        "import lightning as L\n"
-        "from openjmp.configuration import load_config\n"
-        "from openjmp.training.config import PretrainConfig\n"
-        "from openjmp.training.pretrain import run_pretraining\n"
-        "class Kill(L.Callback):\n"
-        "    def on_train_batch_end(self, trainer, *a):\n"
-        "        if trainer.global_step == int(sys.argv[2]):\n"
-        "            os.kill(os.getpid(), signal.SIGKILL)\n"
-        "cfg = load_config(PretrainConfig, sys.argv[1])\n"
-        "run_pretraining(cfg, callbacks=[Kill()] if int(sys.argv[2]) > 0 else [])\n"
-    )
-    runner = tmp_path / "runner.py"
-    runner.write_text(script)
-    subprocess.run([sys.executable, str(runner), str(write_config(tmp_path / "full.yaml", full)), "0"], env=env, check=True, capture_output=True)
-    killed = subprocess.run([sys.executable, str(runner), str(write_config(tmp_path / "cut.yaml", cut)), "9"], env=env, capture_output=True)
+    assert run_pretraining_process(write_config(tmp_path / "full.yaml", full)).returncode == 0
+    killed = run_pretraining_process(write_config(tmp_path / "cut.yaml", cut), kill_at_step=9)
     assert killed.returncode == -signal.SIGKILL
     assert (tmp_path / "cut" / "checkpoints" / "last.ckpt").is_file()
     assert not (tmp_path / "cut" / "model.pt").exists()
-    subprocess.run([sys.executable, str(runner), str(tmp_path / "cut.yaml"), "0"], env=env, check=True, capture_output=True)
+    assert run_pretraining_process(tmp_path / "cut.yaml").returncode == 0
     a, b = _final_weights(tmp_path / "full"), _final_weights(tmp_path / "cut")
     assert a.keys() == b.keys()
     for k in a:

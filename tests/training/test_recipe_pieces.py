@@ -145,6 +145,16 @@ def test_ema_update_and_swap():
     assert other.decay == 0.9 and torch.equal(other.shadow["weight"], ema.shadow["weight"])
 
 
+def test_ema_follows_the_model_to_another_device():
+    """The trainer moves the model to the GPU after the EMA copy was made (a GPU run crashed in
+    update); the "meta" device stands in for the GPU here."""
+    model = nn.Linear(2, 1, bias=False)
+    ema = ExponentialMovingAverage(model, decay=0.9)
+    model.to("meta")
+    ema.update(model)
+    assert ema.shadow["weight"].device.type == "meta"
+
+
 class _Toy(nn.Module):
     def __init__(self):
         super().__init__()

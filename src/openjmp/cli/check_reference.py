@@ -20,6 +20,7 @@ def register(subparsers, verb: str, help_text: str) -> None:
                    help="use the stored graphs, openjmp-built graphs, or both (default)")
     p.add_argument("--no-batch", action="store_true", help="skip batch_all.npz")
     p.add_argument("--failures-only", action="store_true", help="print only failed rows")
+    p.add_argument("--device", default="cpu", help="torch device the model runs on (cpu, cuda, cuda:1)")
     p.set_defaults(func=run)
 
 
@@ -29,11 +30,16 @@ def run(args) -> int:
     from openjmp.models.gemnet_oc.reference import check_reference
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
+    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+        print(f"check-reference: error: --device {args.device}: CUDA is not available here",
+              file=sys.stderr)
+        print("check-reference: FAIL: could not run (no CUDA)")
+        return 2
     dtypes = ("float64", "float32") if args.dtype == "both" else (args.dtype,)
     modes = ("stored", "own") if args.graphs == "both" else (args.graphs,)
     try:
         report = check_reference(args.directory, dtypes=dtypes, graph_modes=modes,
-                                 include_batch=not args.no_batch)
+                                 include_batch=not args.no_batch, device=args.device)
     except (FileNotFoundError, KeyError, ValueError) as exc:
         print(f"check-reference: error: {exc}", file=sys.stderr)
         print(f"check-reference: FAIL: could not run ({type(exc).__name__})")

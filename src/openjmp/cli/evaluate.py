@@ -18,6 +18,7 @@ def register(subparsers, verb: str, help_text: str) -> None:
     p.add_argument("--forces", choices=["gradient", "direct"], default=None)
     p.add_argument("--max-records", type=int, default=None)
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
     p.add_argument("--out", type=Path, default=Path("evaluation"), help="output folder")
     p.set_defaults(func=run)
 
@@ -32,7 +33,7 @@ def run(args) -> int:
     if not records:
         raise SystemExit(f"{args.data}: no records" + (f" in split {args.split!r}" if args.split else ""))
     result = evaluate_records(args.checkpoint, records, args.out, head=args.head, dtype=args.dtype,
-                              forces=args.forces)
+                              forces=args.forces, device=args.device)
     print(json.dumps(result["metrics"], indent=2))
     print(f"metrics and plots in {args.out}")
     return 0

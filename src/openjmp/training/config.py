@@ -246,6 +246,10 @@ class TrainerConfig(_Strict):
     progress_bar: bool = True
     tensorboard: bool = True
     deterministic: bool = True
+    #: recompute each interaction block in the backward pass instead of storing its activations
+    #: (GemNet-OC activation checkpointing): ~1/num_blocks of the activation memory for ~1/3
+    #: more compute; for large structures on a GPU (docs/gpu.md)
+    activation_checkpointing: bool = False
 
 
 class PretrainConfig(_Strict):

@@ -28,7 +28,11 @@ class ExponentialMovingAverage:
         self.num_updates += 1
         for name, p in model.named_parameters():
             if name in self.shadow:
-                self.shadow[name].lerp_(p.detach(), 1.0 - self.decay)
+                shadow = self.shadow[name]
+                if shadow.device != p.device:
+                    # the trainer moved the model (CPU -> GPU) after the EMA was made: follow it
+                    shadow = self.shadow[name] = shadow.to(p.device)
+                shadow.lerp_(p.detach(), 1.0 - self.decay)
 
     def swap_in(self, model: nn.Module) -> None:
         """Put the EMA weights into ``model``, keeping the training weights for `restore`.

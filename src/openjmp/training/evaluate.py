@@ -19,14 +19,15 @@ from openjmp.training.metrics import classification_metrics, force_metrics, regr
 
 
 def collect_predictions(model_path, records, head: str | None = None, dtype: str = "float32",
-                        forces: str | None = None, max_atoms: int = 2000) -> dict:
-    """Physical predictions and targets, concatenated over ``records``."""
+                        forces: str | None = None, max_atoms: int = 2000, device: str = "cpu") -> dict:
+    """Physical predictions and targets, concatenated over ``records`` (model on ``device``)."""
     from openjmp.checkpoints.format import load_model_file
     from openjmp.inference import ENERGY_KINDS, load_predictor, split_results
 
     if head is None and not any(h.get("kind") in ENERGY_KINDS for h in load_model_file(model_path).heads.values()):
-        return _property_only_predictions(model_path, records, dtype, max_atoms)
-    predictor = load_predictor(model_path, head=head, dtype=dtype, forces=forces, unknown_elements="ignore")
+        return _property_only_predictions(model_path, records, dtype, max_atoms, device)
+    predictor = load_predictor(model_path, head=head, dtype=dtype, forces=forces, unknown_elements="ignore",
+                               device=device)
     out: dict = {"head": predictor.head_name, "kind": predictor.kind, "energy": [], "energy_true": [], "natoms": [],
                  "forces": [], "forces_true": [], "properties": {}, "property_kinds": {}}
     heads = predictor.heads
@@ -47,7 +48,7 @@ def collect_predictions(model_path, records, head: str | None = None, dtype: str
     return out
 
 
-def _property_only_predictions(model_path, records, dtype: str, max_atoms: int) -> dict:
+def _property_only_predictions(model_path, records, dtype: str, max_atoms: int, device: str = "cpu") -> dict:
     """Predictions of a model file that has only scalar / classification heads."""
     import torch
 
@@ -58,7 +59,7 @@ def _property_only_predictions(model_path, records, dtype: str, max_atoms: int) 
 
     model, mf = load_model(model_path)
     torch_dtype = resolve_dtype(dtype)
-    model = model.to(torch_dtype).eval()
+    model = model.to(device=device, dtype=torch_dtype).eval()
     heads = {n: h for n, h in mf.heads.items() if h.get("kind") in ("scalar", "classification")}
     first = next(iter(heads.values()))
     settings, force_pbc = graph_settings_of(first)
@@ -66,7 +67,7 @@ def _property_only_predictions(model_path, records, dtype: str, max_atoms: int) 
                  "forces_true": [], "properties": {}, "property_kinds": {}}
     for group in iter_batches(records, max_atoms):
         ds = GraphDataset(group, settings, 0, tuple(model.config.qint_tags), cache=False, force_pbc=force_pbc)
-        batch = collate_graph_batch([ds[i] for i in range(len(ds))]).to(dtype=torch_dtype)
+        batch = collate_graph_batch([ds[i] for i in range(len(ds))]).to(device, torch_dtype)
         data = batch.data
         with torch.no_grad():
             x_E = model(data.atomic_numbers, data.pos, data.cell, data.batch, batch.graphs, data.num_structures).x_E
@@ -161,12 +162,13 @@ def write_plots(pred: dict, out_dir: Path) -> list[str]:
 
 
 def evaluate_records(model_path, records, out_dir, head: str | None = None, dtype: str = "float32",
-                     forces: str | None = None) -> dict:
-    """Metrics (also written to ``out_dir/metrics.json``) and plots of a model file on records."""
+                     forces: str | None = None, device: str = "cpu") -> dict:
+    """Metrics (also written to ``out_dir/metrics.json``) and plots of a model file on records
+    (the model runs on ``device``)."""
     from openjmp.training.pretrain import write_json
 
     out_dir = Path(out_dir)
-    pred = collect_predictions(model_path, records, head=head, dtype=dtype, forces=forces)
+    pred = collect_predictions(model_path, records, head=head, dtype=dtype, forces=forces, device=device)
     result = {"model": str(model_path), "head": pred["head"], "records": len(records),
               "metrics": metrics_from_predictions(pred), "plots": write_plots(pred, out_dir)}
     write_json(out_dir / "metrics.json", result)

@@ -40,6 +40,7 @@ from openjmp.models.heads import (
 )
 from openjmp.models.lora import apply_lora, merge_lora
 from openjmp.training.data import GraphBatch, GraphDataset, collate_graph_batch, graph_settings
+from openjmp.training.devices import evaluation_device, prepare_deterministic_cuda
 from openjmp.training.ema import ExponentialMovingAverage
 from openjmp.training.finetune_config import FinetuneConfig, TargetConfig, step_schedule
 from openjmp.training.losses import force_l2_distance, segment_mean
@@ -278,6 +279,7 @@ class FinetuneModule(L.LightningModule):
         self.replay = replay  # openjmp.training.replay.Replay or None
         self.dtype_ = torch.float64 if self.cfg.dtype == "float64" else torch.float32
         self.model.to(self.dtype_)
+        self.model.backbone.checkpoint_blocks = self.cfg.trainer.activation_checkpointing
         self.normalization = normalization
         self.frozen = freeze_parameters(model, self.cfg.optim.freeze_blocks, self.cfg.optim.freeze_backbone)
         self.ema = ExponentialMovingAverage(model, self.cfg.ema.decay) if self.cfg.ema.enabled else None
@@ -595,6 +597,7 @@ def run_finetuning(cfg: FinetuneConfig, callbacks=None) -> dict:
         from lightning.pytorch.callbacks import RichProgressBar
 
         cbs.append(RichProgressBar())
+    prepare_deterministic_cuda(tc.deterministic, tc.accelerator)
     trainer = L.Trainer(
         max_steps=schedule.max_steps, max_epochs=-1, accelerator=tc.accelerator, devices=tc.devices, precision=tc.precision,
         logger=[CSVLogger(out, name="logs", version="")], callbacks=cbs,
@@ -625,7 +628,8 @@ def run_finetuning(cfg: FinetuneConfig, callbacks=None) -> dict:
                            "schedule": dataclasses.asdict(schedule)})
     from openjmp.training.evaluate import evaluate_records
 
-    test = evaluate_records(model_path, splits["test"], out / "test", dtype=cfg.dtype) if splits["test"] else None
+    test = evaluate_records(model_path, splits["test"], out / "test", dtype=cfg.dtype,
+                            device=evaluation_device(tc.accelerator)) if splits["test"] else None
     summary = {
         "init": source, "steps": int(trainer.global_step), "best_step": module.best_step,
         "schedule": dataclasses.asdict(schedule),

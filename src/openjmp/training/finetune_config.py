@@ -215,6 +215,10 @@ class FinetuneTrainerConfig(_Strict):
     progress_bar: bool = True
     log_every_n_steps: int = Field(10, ge=1)
     deterministic: bool = True
+    #: recompute each interaction block in the backward pass instead of storing its activations
+    #: (GemNet-OC activation checkpointing): ~1/num_blocks of the activation memory for ~1/3
+    #: more compute; for large structures on a GPU (docs/gpu.md)
+    activation_checkpointing: bool = False
 
     @model_validator(mode="after")
     def _steps_or_epochs(self):

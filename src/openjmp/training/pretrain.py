@@ -45,6 +45,7 @@ from openjmp.training.data import (
     drop_edges,
     graph_settings,
 )
+from openjmp.training.devices import prepare_deterministic_cuda
 from openjmp.training.ema import ExponentialMovingAverage
 from openjmp.training.losses import force_l2_distance, segment_mean
 from openjmp.training.normalization import (
@@ -259,6 +260,7 @@ class PretrainModule(L.LightningModule):
         self.dtype_ = DTYPES[self.cfg.dtype]
         self.model = JMPModel(backbone_config(self.cfg.model), num_pretrain_tasks=len(self.task_names),
                               num_mlps=self.cfg.model.head_layers).to(self.dtype_)
+        self.model.backbone.checkpoint_blocks = self.cfg.trainer.activation_checkpointing
         norms = [DatasetNormalizer.from_dict(n) for n in normalizers]
         self.normalizers = norms
         self.register_buffer("linear_reference", torch.tensor([n.linear_reference for n in norms], dtype=torch.float64))
@@ -533,6 +535,7 @@ def run_pretraining(config: PretrainConfig, resume: bool = True, callbacks=None)
 
         cbs.append(RichProgressBar())
     cbs += list(callbacks or [])
+    prepare_deterministic_cuda(tc.deterministic, tc.accelerator)
     trainer = L.Trainer(
         max_steps=tc.max_steps, max_epochs=tc.max_epochs, accelerator=tc.accelerator, devices=tc.devices, num_nodes=tc.num_nodes,
         strategy=tc.strategy, precision=tc.precision, logger=loggers, callbacks=cbs,

@@ -171,44 +171,47 @@ def _align_edges(ours_ei, ours_off, ref_ei, ref_off) -> np.ndarray | None:
         return None
 
 
+def _numpy(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy()
+
+
 def _run(model: JMPModel, dtype: torch.dtype, Z, pos, cell, batch, graphs, num_structures,
-         strain: bool) -> dict[str, np.ndarray]:
-    model = model.to(dtype)
-    pos_t = torch.as_tensor(pos, dtype=dtype)
-    cell_t = torch.as_tensor(cell, dtype=dtype).reshape(-1, 3, 3)
-    z_t = torch.as_tensor(Z, dtype=torch.long)
-    b_t = torch.as_tensor(batch, dtype=torch.long)
-    pred = model.predict(z_t, pos_t, cell_t, b_t, graphs, num_structures, gradient=True,
-                         stress=strain)
+         strain: bool, device: torch.device) -> dict[str, np.ndarray]:
+    model = model.to(device=device, dtype=dtype)
+    pos_t = torch.as_tensor(pos, dtype=dtype, device=device)
+    cell_t = torch.as_tensor(cell, dtype=dtype, device=device).reshape(-1, 3, 3)
+    z_t = torch.as_tensor(Z, dtype=torch.long, device=device)
+    b_t = torch.as_tensor(batch, dtype=torch.long, device=device)
+    pred = model.predict(z_t, pos_t, cell_t, b_t, graphs.to(device), num_structures,
+                         gradient=True, stress=strain)
     out = pred.backbone
     res: dict[str, np.ndarray] = {
-        "x_E": out.x_E.detach().numpy(),
-        "V_st": out.V_st.detach().numpy(),
-        "D_st": out.D_st.detach().numpy(),
-        "edge_index": out.graphs.main_edge_index.numpy(),
-        "cell_offset": out.graphs.main_cell_offset.numpy(),
+        "x_E": _numpy(out.x_E),
+        "V_st": _numpy(out.V_st),
+        "D_st": _numpy(out.D_st),
+        "edge_index": _numpy(out.graphs.main_edge_index),
+        "cell_offset": _numpy(out.graphs.main_cell_offset),
     }
     if out.x_F is not None:
-        res["x_F"] = out.x_F.detach().numpy()
+        res["x_F"] = _numpy(out.x_F)
     if "finetune" in pred.energy:
-        res["energy_finetune"] = pred.energy["finetune"].detach().numpy()
-        res["energy_per_atom_finetune"] = pred.energy_per_atom["finetune"].detach().numpy()
-        res["forces_grad_finetune"] = pred.forces_grad["finetune"].detach().numpy()
+        res["energy_finetune"] = _numpy(pred.energy["finetune"])
+        res["energy_per_atom_finetune"] = _numpy(pred.energy_per_atom["finetune"])
+        res["forces_grad_finetune"] = _numpy(pred.forces_grad["finetune"])
         if strain:
-            res["dE_dstrain_finetune"] = pred.dE_dstrain["finetune"].detach().numpy()
-            res["stress_finetune"] = pred.stress["finetune"].detach().numpy()
+            res["dE_dstrain_finetune"] = _numpy(pred.dE_dstrain["finetune"])
+            res["stress_finetune"] = _numpy(pred.stress["finetune"])
     if "finetune" in pred.forces_direct:
-        res["forces_direct_finetune"] = pred.forces_direct["finetune"].detach().numpy()
+        res["forces_direct_finetune"] = _numpy(pred.forces_direct["finetune"])
     heads = sorted((k for k in pred.energy if k.startswith("pretrain")), key=lambda k: int(k[8:]))
     if heads:
-        res["energy_pretrain_heads"] = np.stack(
-            [pred.energy[h].detach().numpy() for h in heads], axis=-1)
+        res["energy_pretrain_heads"] = np.stack([_numpy(pred.energy[h]) for h in heads], axis=-1)
         res["forces_grad_pretrain_heads"] = np.stack(
-            [pred.forces_grad[h].detach().numpy() for h in heads], axis=-1)
+            [_numpy(pred.forces_grad[h]) for h in heads], axis=-1)
         fheads = [h for h in heads if h in pred.forces_direct]
         if fheads:
             res["forces_direct_pretrain_heads"] = np.stack(
-                [pred.forces_direct[h].detach().numpy() for h in fheads], axis=-1)
+                [_numpy(pred.forces_direct[h]) for h in fheads], axis=-1)
     return res
 
 
@@ -300,9 +303,14 @@ def _compare_outputs(report, case, dtype, graphs_name, system_names, res, ref_z,
 
 def check_reference(directory: str | Path, dtypes=("float64", "float32"),
                     graph_modes=("stored", "own"), include_batch: bool = True,
-                    verbose: bool = False) -> ReferenceReport:
-    """Run every check of the fixture in ``directory``; returns the report (see module doc)."""
+                    verbose: bool = False, device: str | torch.device = "cpu") -> ReferenceReport:
+    """Run every check of the fixture in ``directory``; returns the report (see module doc).
+
+    ``device``: where the model runs (graphs are built on the CPU and moved there); the
+    tolerances are the fixture's whatever the device (on CUDA, TF32 matmuls must be off, which
+    is PyTorch's default for float32 matmuls)."""
     directory = Path(directory)
+    device = torch.device(device)
     case_path = directory / "case.json"
     if not case_path.is_file():
         raise FileNotFoundError(f"{case_path} not found (not a reference fixture directory)")
@@ -330,7 +338,7 @@ def check_reference(directory: str | Path, dtypes=("float64", "float32"),
                 n = pos.shape[0]
                 strain = "dE_dstrain_finetune_f64" in z.files
                 res = _run(model, dtype, z["atomic_numbers"], pos, cell, np.zeros(n, np.int64),
-                           graphs, 1, strain)
+                           graphs, 1, strain, device)
                 _compare_outputs(report, case, dtype_name, mode, [system["name"]], res, z,
                                  [(slice(0, n), 0, slice(None))])
             listed = case.get("files") if isinstance(case.get("files"), dict) else {}
@@ -344,7 +352,7 @@ def check_reference(directory: str | Path, dtypes=("float64", "float32"),
                 graphs = collate_goc_graphs(per_system_graphs, natoms)
                 batch = np.repeat(np.arange(len(loaded)), natoms)
                 res = _run(model, dtype, zb["atomic_numbers"], pos, cell, batch, graphs,
-                           len(loaded), False)
+                           len(loaded), False, device)
                 a0 = np.concatenate([[0], np.cumsum(natoms)])
                 e0 = np.concatenate([[0], np.cumsum(np.asarray(zb["main_sym_num_neighbors"]))])
                 slices = [(slice(a0[i], a0[i + 1]), i, slice(e0[i], e0[i + 1]))
@@ -353,5 +361,5 @@ def check_reference(directory: str | Path, dtypes=("float64", "float32"),
                                  [s["name"] for s in systems], res, zb, slices, label="batch:")
                 if verbose:
                     print(f"  {dtype_name} {mode} graphs: batch done", flush=True)
-    model.float()
+    model.to(device="cpu", dtype=torch.float32)
     return report
