@@ -24,7 +24,7 @@ far), and, for the batch8 cases, the speed-up over the original implementation's
 ``shared/bench/README.md``. Writes ``benchmarks/results/gemnet_oc.json``.
 
 Usage: python benchmarks/gemnet_oc.py [--quick] [--threads 1 2] [--repeats N] [--sizes ...]
-       [--cases ...] [--structures 0 4] [--profile]
+       [--cases ...] [--structures 0 4] [--profile] [--out PATH]
 ``--quick``: 1 thread, 1 repeat, cases train / infer_direct / infer_grad / infer_direct_bf16 on
 batch8 + the 100-atom cell (~5 min on a quiet core). ``--structures``: use only these structures
 of batch8 (for fast experiments; the original's reference times then do not apply).
@@ -36,6 +36,7 @@ unless ``--no-malloc-tuning``.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import sys
@@ -316,6 +317,8 @@ def main() -> None:
                         help="indices of the batch8 structures to use (default: all 8)")
     parser.add_argument("--profile", action="store_true",
                         help="profile each batch8 case once and store the top operators")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON path (default: benchmarks/results/gemnet_oc.json)")
     parser.add_argument("--no-malloc-tuning", action="store_true",
                         help="keep glibc's default mmap threshold (see openjmp.models.cpu_malloc)")
     args = parser.parse_args()
@@ -408,7 +411,14 @@ def main() -> None:
         p = results["threads"][str(n_threads)]["matmul_peak"]
         print(f"matmul peak ({n_threads} thr): {p['peak_gflops']:.1f} GFLOP/s (MKL alone "
               f"{p['mkl_peak_gflops']:.1f}) {p['shapes_gflops']}")
-    path = write_results("gemnet_oc", results)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(results, indent=2))
+        os.replace(tmp, args.out)
+        path = args.out
+    else:
+        path = write_results("gemnet_oc", results)
     print(f"wrote {path}")
 
 

@@ -14,6 +14,7 @@ from pretrain_helpers import (
     run_pretraining_process,
     tiny_pretrain_config,
     write_config,
+    write_stand_in_jmp_stores,
 )
 
 from openjmp.configuration import load_config
@@ -235,3 +236,28 @@ def test_predict_cli_on_the_device(tmp_path, device):
     frames = ase.io.read(tmp_path / "out.extxyz", ":")
     assert len(frames) == 2 and all(np.isfinite(f.get_potential_energy()) for f in frames)
     json.dumps([float(f.get_potential_energy()) for f in frames])
+
+
+def test_jmp_s_pretraining_config_as_written_on_the_device(monkeypatch, tmp_path):
+    """configs/pretrain/jmp_s.yaml with its GPU settings (accelerator gpu, devices auto,
+    16-mixed with loss scaling, deterministic false) and streamed stores read by DataLoader
+    workers; only the backbone and the run length are test-sized."""
+    from pathlib import Path
+
+    from openjmp.training.config import PretrainConfig
+    from openjmp.training.pretrain import run_pretraining
+
+    if not torch.cuda.is_available():
+        pytest.skip("the config as written asks for accelerator gpu")
+    monkeypatch.setenv("JMP_DATA", str(tmp_path / "data"))
+    write_stand_in_jmp_stores(tmp_path / "data")
+    config = Path(__file__).resolve().parents[2] / "src" / "openjmp" / "configs" / "pretrain" / "jmp_s.yaml"
+    cfg = load_config(PretrainConfig, config, [
+        "model.preset=openjmp_tiny", "model.head_layers=2", f"output_dir={tmp_path / 'run'}",
+        "sampler.batch_size=4", "sampler.num_workers=2", "trainer.max_steps=4",
+        "trainer.val_every_n_steps=4", "trainer.checkpoint_every_n_steps=4",
+        "trainer.progress_bar=false", "trainer.tensorboard=false"])
+    assert (cfg.trainer.accelerator, cfg.trainer.precision) == ("gpu", "16-mixed")
+    summary = run_pretraining(cfg)
+    assert summary["steps"] == 4
+    assert np.isfinite(_val_metrics(summary)).all()

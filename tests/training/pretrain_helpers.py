@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import ase.io
+import numpy as np
 import yaml
 
 
@@ -96,3 +97,36 @@ def run_pretraining_process(config_path: Path, kill_at_step: int = 0) -> subproc
     env = dict(os.environ, OMP_NUM_THREADS="1")
     return subprocess.run([sys.executable, str(runner), str(config_path), str(kill_at_step)],
                           env=env, capture_output=True, text=True)
+
+
+def _record(i: int, periodic: bool, rng):
+    from openjmp.data.record import AtomsRecord
+
+    if periodic:  # a small Cu/O cell
+        z = np.array([29, 29, 29, 8])
+        pos = np.array([[0, 0, 0], [1.8, 1.8, 0], [1.8, 0, 1.8], [0, 1.8, 1.8]], float)
+        cell = np.eye(3) * 3.6
+    else:  # a C/H/N/O molecule
+        z = np.array([6, 1, 1, 7, 8])
+        pos = np.array([[0, 0, 0], [1.09, 0, 0], [-0.4, 1.0, 0], [-0.5, -0.8, 0.6], [0.3, -0.3, -1.3]])
+        cell = np.zeros((3, 3))
+    pos = pos + rng.normal(0, 0.02, pos.shape)
+    return AtomsRecord(z, pos, cell, np.array([periodic] * 3), energy=float(rng.normal(-10, 1)),
+                       forces=rng.normal(0, 0.3, pos.shape), source=f"fake:{i}")
+
+
+def write_stand_in_jmp_stores(root: Path) -> None:
+    """Tiny stores at the paths configs/pretrain/jmp_*.yaml expect under ${JMP_DATA} (labels as
+    the real conversions give)."""
+    from openjmp.data.readers.base import ReaderItem
+    from openjmp.data.store import convert
+
+    rng = np.random.default_rng(0)
+    plan = {
+        "oc20-s2ef-all": (True, ["train"] * 12), "oc20-s2ef-val-id": (True, ["val"] * 4),
+        "oc22-s2ef-train": (True, ["train"] * 10), "oc22-s2ef-val-id": (True, ["val"] * 3),
+        "ani1x": (False, [None] * 40), "transition1x": (False, ["train"] * 9 + ["val"] * 3 + ["test"] * 3),
+    }
+    for folder, (periodic, labels) in plan.items():
+        items = [ReaderItem(s, _record(i, periodic, rng)) for i, s in enumerate(labels)]
+        convert(items, root / folder, progress=False)

@@ -3,14 +3,11 @@ data error names the path, and the configs run on tiny stand-in stores at ${JMP_
 
 from pathlib import Path
 
-import numpy as np
 import pytest
+from pretrain_helpers import write_stand_in_jmp_stores
 
 from openjmp.checkpoints.jmp import published_pretrain_tasks
 from openjmp.configuration import load_config
-from openjmp.data.readers.base import ReaderItem
-from openjmp.data.record import AtomsRecord
-from openjmp.data.store import convert
 from openjmp.models.gemnet_oc.config import load_preset
 from openjmp.training.config import PretrainConfig
 from openjmp.training.data import StoreGraphDataset
@@ -75,36 +72,9 @@ def test_missing_data_error_names_the_path(name, no_data, monkeypatch, tmp_path)
         PretrainDataModule(cfg).load()
 
 
-def _record(i: int, periodic: bool, rng) -> AtomsRecord:
-    if periodic:  # a small Cu/O cell
-        z = np.array([29, 29, 29, 8])
-        pos = np.array([[0, 0, 0], [1.8, 1.8, 0], [1.8, 0, 1.8], [0, 1.8, 1.8]], float)
-        cell = np.eye(3) * 3.6
-    else:  # a C/H/N/O molecule
-        z = np.array([6, 1, 1, 7, 8])
-        pos = np.array([[0, 0, 0], [1.09, 0, 0], [-0.4, 1.0, 0], [-0.5, -0.8, 0.6], [0.3, -0.3, -1.3]])
-        cell = np.zeros((3, 3))
-    pos = pos + rng.normal(0, 0.02, pos.shape)
-    return AtomsRecord(z, pos, cell, np.array([periodic] * 3), energy=float(rng.normal(-10, 1)),
-                       forces=rng.normal(0, 0.3, pos.shape), source=f"fake:{i}")
-
-
-def _stand_in_stores(root: Path) -> None:
-    """Tiny stores at the paths jmp_*.yaml expects (labels as the real conversions give)."""
-    rng = np.random.default_rng(0)
-    plan = {
-        "oc20-s2ef-all": (True, ["train"] * 12), "oc20-s2ef-val-id": (True, ["val"] * 4),
-        "oc22-s2ef-train": (True, ["train"] * 10), "oc22-s2ef-val-id": (True, ["val"] * 3),
-        "ani1x": (False, [None] * 40), "transition1x": (False, ["train"] * 9 + ["val"] * 3 + ["test"] * 3),
-    }
-    for folder, (periodic, labels) in plan.items():
-        items = [ReaderItem(s, _record(i, periodic, rng)) for i, s in enumerate(labels)]
-        convert(items, root / folder, progress=False)
-
-
 def test_jmp_s_config_runs_on_stand_in_stores(monkeypatch, tmp_path):
     monkeypatch.setenv("JMP_DATA", str(tmp_path / "data"))
-    _stand_in_stores(tmp_path / "data")
+    write_stand_in_jmp_stores(tmp_path / "data")
     overrides = [  # CPU- and test-sized: a tiny backbone, few steps; everything else as written
         "model.preset=openjmp_tiny", "model.head_layers=2", f"output_dir={tmp_path / 'run'}",
         "sampler.batch_size=4", "sampler.num_workers=0", "trainer.accelerator=cpu", "trainer.devices=1",

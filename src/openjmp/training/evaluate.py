@@ -78,9 +78,10 @@ def _property_only_predictions(model_path, records, dtype: str, max_atoms: int, 
                 if h["kind"] == "classification":
                     value = torch.sigmoid(value)
                 else:
-                    ref = torch.as_tensor(norm.get("linear_reference") or [0.0] * 120, dtype=torch.float64)
-                    per_structure_ref = torch.zeros(data.num_structures, dtype=torch.float64).index_add_(
-                        0, data.batch, ref[data.atomic_numbers])
+                    ref = torch.as_tensor(norm.get("linear_reference") or [0.0] * 120, dtype=torch.float64,
+                                          device=value.device)
+                    per_structure_ref = torch.zeros(data.num_structures, dtype=torch.float64,
+                                                    device=value.device).index_add_(0, data.batch, ref[data.atomic_numbers])
                     value = value * norm.get("std", 1.0) + norm.get("mean", 0.0) + per_structure_ref
                 p = out["properties"].setdefault(name, {"pred": [], "true": []})
                 p["pred"].extend(value.tolist())
