@@ -36,7 +36,6 @@ unless ``--no-malloc-tuning``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import sys
@@ -411,15 +410,7 @@ def main() -> None:
         p = results["threads"][str(n_threads)]["matmul_peak"]
         print(f"matmul peak ({n_threads} thr): {p['peak_gflops']:.1f} GFLOP/s (MKL alone "
               f"{p['mkl_peak_gflops']:.1f}) {p['shapes_gflops']}")
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_suffix(".tmp")
-        tmp.write_text(json.dumps(results, indent=2))
-        os.replace(tmp, args.out)
-        path = args.out
-    else:
-        path = write_results("gemnet_oc", results)
-    print(f"wrote {path}")
+    print(f"wrote {write_results('gemnet_oc', results, args.out)}")
 
 
 if __name__ == "__main__":

@@ -29,8 +29,6 @@ Usage: python benchmarks/gemnet_oc_gpu.py [--repeats 20] [--sizes 100 1000 5000]
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import sys
 import time
@@ -228,14 +226,7 @@ def main() -> None:
     for op in results.get("train_top_kernels", [])[:12]:
         print(f"  {op['op'][:60]:60} {op['self_device_ms']:8.2f} ms {100 * op['fraction']:5.1f}% "
               f"{op['calls']:5d} calls")
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_suffix(".tmp")
-        tmp.write_text(json.dumps(results, indent=2))
-        os.replace(tmp, args.out)
-        print(f"wrote {args.out}")
-    else:
-        print(f"wrote {write_results('gemnet_oc_gpu', results)}")
+    print(f"wrote {write_results('gemnet_oc_gpu', results, args.out)}")
 
 
 if __name__ == "__main__":
