@@ -11,7 +11,7 @@ def prepare_deterministic_cuda(deterministic: bool, accelerator: str) -> None:
     (RuntimeError at the first matmul). Set it (unless the user did) for every accelerator that
     may be a GPU. It takes effect only before the process's first cuBLAS call, which is why it is
     set here, before the trainer is built."""
-    if deterministic and accelerator.lower() not in ("cpu",):
+    if deterministic and accelerator.lower() != "cpu":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
