@@ -68,25 +68,25 @@ def reset_peak_rss() -> bool:
         return False
 
 
-def current_rss_mib() -> float | None:
+def _proc_status_mib(field: str) -> float | None:
+    """A memory line of /proc/self/status (Linux) in MiB, else None."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024.0
     except OSError:
         pass
     return None
 
 
+def current_rss_mib() -> float | None:
+    return _proc_status_mib("VmRSS")
+
+
 def peak_rss_mib() -> float:
     """VmHWM (peak RSS since the last reset) where available, else ru_maxrss."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    peak = _proc_status_mib("VmHWM")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def matmul_peak_gflops(repeats: int = 5) -> dict:

@@ -46,6 +46,7 @@ from openjmp.models.heads import (
     reduce_per_structure,
     structure_readout,
 )
+from openjmp.training.normalization import reference_energy
 
 ENERGY_KINDS = ("energy_forces", "pretrain")
 PROPERTY_KINDS = ("scalar", "classification")
@@ -317,12 +318,6 @@ class Predictor:
 
     # ----------------------------------------------------------------------- predict
 
-    def _reference(self, ref: torch.Tensor | None, atomic_numbers, batch, num_structures):
-        out = torch.zeros(num_structures, dtype=torch.float64, device=atomic_numbers.device)
-        if ref is None:
-            return out
-        return out.index_add_(0, batch, ref.to(atomic_numbers.device)[atomic_numbers])
-
     def predict_batch(self, records: Sequence[AtomsRecord], graphs=None) -> dict[str, Any]:
         """Predictions for one batch of records.
 
@@ -375,7 +370,7 @@ class Predictor:
             if self.forces == "direct":
                 f = direct_forces(self.force_module, out.x_F, out.V_st, out.idx_t, N)
                 result["forces"] = (f * self.force_std).detach().cpu()
-        ref = self._reference(self.linear_reference, data.atomic_numbers, data.batch, B)
+        ref = reference_energy(self.linear_reference, data.atomic_numbers, data.batch, B)
         energy = e_scaled.detach().double() + self.energy_mean + ref
         result["energy"] = energy.cpu()
         result["energy_per_atom_model"] = per_atom.detach().cpu()
@@ -399,7 +394,7 @@ class Predictor:
             if ph.kind == "classification":
                 props[ph.name] = torch.sigmoid(value).cpu()
             else:
-                ref = self._reference(ph.linear_reference, data.atomic_numbers, data.batch, B)
+                ref = reference_energy(ph.linear_reference, data.atomic_numbers, data.batch, B)
                 props[ph.name] = (value * ph.std + ph.mean + ref).cpu()
         return props
 

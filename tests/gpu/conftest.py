@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-# cuBLAS is deterministic only with a fixed workspace; must be set before the first CUDA matmul
-os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+from openjmp.training.devices import prepare_deterministic_cuda
+
+# the tests run CUDA matmuls before any trainer starts; the workspace setting must come first
+prepare_deterministic_cuda(True, "gpu")
 
 # the fine-tuning, pre-training and inference test helpers are shared with these tests
 _TESTS = Path(__file__).resolve().parents[1]

@@ -7,7 +7,7 @@ import signal
 import numpy as np
 import pytest
 import torch
-from finetune_helpers import write_emt_molecules
+from finetune_helpers import tiny_finetune_config, write_emt_molecules, write_tiny_pretrained
 from inference_helpers import slab, triclinic_bulk, water_dimer, write_model_file
 from pretrain_helpers import (
     make_two_domains,
@@ -111,10 +111,8 @@ def _pretrain(two_domains, folder, accelerator, precision, **changes):
     from openjmp.training.config import PretrainConfig
     from openjmp.training.pretrain import run_pretraining
 
-    data = tiny_pretrain_config(folder, **{"datasets.0.path": str(two_domains / "slabs.extxyz"),
-                                           "datasets.1.path": str(two_domains / "mols.extxyz"),
-                                           "trainer.accelerator": accelerator,
-                                           "trainer.precision": precision, **changes})
+    data = tiny_pretrain_config(folder, two_domains, **{"trainer.accelerator": accelerator,
+                                                        "trainer.precision": precision, **changes})
     return run_pretraining(load_config(PretrainConfig, data=data))
 
 
@@ -147,9 +145,7 @@ def test_pretraining_killed_and_resumed_on_the_device_is_bit_identical(two_domai
 
     cfgs = {}
     for name in ("full", "cut"):
-        cfgs[name] = write_config(tmp_path / f"{name}.yaml", tiny_pretrain_config(tmp_path / name, **{
-            "datasets.0.path": str(two_domains / "slabs.extxyz"),
-            "datasets.1.path": str(two_domains / "mols.extxyz"),
+        cfgs[name] = write_config(tmp_path / f"{name}.yaml", tiny_pretrain_config(tmp_path / name, two_domains, **{
             "trainer.accelerator": accelerator, "trainer.max_steps": 14}))
     done = run_pretraining_process(cfgs["full"])
     assert done.returncode == 0, done.stderr[-3000:]
@@ -165,28 +161,19 @@ def test_finetuning_on_the_device(tmp_path, accelerator, device, targets):
     """Gradient-force training (double backward) on the device; the test split is evaluated
     there too, with the same metrics as on the CPU (both evaluation paths: energy models
     through the predictor, property-only models through their own loop)."""
-    from openjmp.models.registry import create_model, load_model, save_model_file
+    from openjmp.models.registry import load_model
     from openjmp.training.evaluate import evaluate_records
     from openjmp.training.finetune import load_finetune_splits, run_finetuning
     from openjmp.training.finetune_config import FinetuneConfig
 
     write_emt_molecules(tmp_path / "mols.extxyz", 30, lambda i, m: {"size": float(len(m)) + 0.1 * np.sin(i)})
-    torch.manual_seed(0)
-    save_model_file(create_model("openjmp-tiny", num_pretrain_tasks=1), tmp_path / "pre.pt",
-                    normalization={"task0": {}}, heads={"task0": {"kind": "pretrain"}})
+    write_tiny_pretrained(tmp_path / "pre.pt")
     target_list = [{"name": "size", "kind": "scalar"}]
     if targets.startswith("energy_forces"):
         target_list.insert(0, {"name": "energy", "kind": "energy_forces", "force_coefficient": 5.0,
                                "forces": "gradient"})
-    cfg = load_config(FinetuneConfig, data={
-        "seed": 0, "output_dir": str(tmp_path / "out"),
-        "init": {"kind": "pretrained", "checkpoint": str(tmp_path / "pre.pt")},
-        "data": {"path": str(tmp_path / "mols.extxyz"), "format": "ase",
-                 "graph": {"cutoff": 4.0, "max_neighbors": 10}, "batch_size": 4},
-        "targets": target_list, "head_layers": 2, "optim": {"lr": 1e-3, "warmup_steps": 2},
-        "trainer": {"max_steps": 6, "val_every_n_steps": 3, "progress_bar": False,
-                    "accelerator": accelerator, "precision": "32-true"},
-    })
+    cfg = load_config(FinetuneConfig, data=tiny_finetune_config(tmp_path, **{
+        "targets": target_list, "trainer.accelerator": accelerator, "trainer.precision": "32-true"}))
     summary = run_finetuning(cfg)
     assert summary["steps"] == 6
     metrics = summary["test"]["metrics"]

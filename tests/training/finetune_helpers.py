@@ -1,4 +1,5 @@
-"""Helpers for fine-tuning tests: small EMT-labelled molecule files."""
+"""Helpers for fine-tuning tests: small EMT-labelled molecule files, a tiny 'pre-trained' model
+file and a small fine-tuning config."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import ase.io
+import torch
+from pretrain_helpers import set_dotted
 
 #: four compositions whose element-count matrix has full rank over H, C, N, O
 MOLECULES = ("H2O", "NH3", "CH4", "C2H6")
@@ -29,3 +32,29 @@ def write_emt_molecules(path: Path, count: int, info: Callable[[int, object], di
         frames.append(m)
     ase.io.write(path, frames)
     return path
+
+
+def write_tiny_pretrained(path: Path, seed: int = 0) -> Path:
+    """A randomly initialised openjmp-tiny model with one pre-training head, as a model file."""
+    from openjmp.models.registry import create_model, save_model_file
+
+    torch.manual_seed(seed)
+    model = create_model("openjmp-tiny", num_pretrain_tasks=1)
+    save_model_file(model, path, normalization={"task0": {}}, heads={"task0": {"kind": "pretrain"}})
+    return path
+
+
+def tiny_finetune_config(folder: Path, data: str = "mols.extxyz", **changes) -> dict:
+    """Fine-tune ``folder/pre.pt`` on ``folder/data`` into ``folder/out`` (energy + gradient
+    forces, 6 steps); ``changes`` are dotted keys ("optim.lr") or whole sections set into it."""
+    cfg = {
+        "seed": 0, "output_dir": str(folder / "out"),
+        "init": {"kind": "pretrained", "checkpoint": str(folder / "pre.pt")},
+        "data": {"path": str(folder / data), "format": "ase", "graph": {"cutoff": 4.0, "max_neighbors": 10},
+                 "batch_size": 4},
+        "targets": [{"name": "energy", "kind": "energy_forces", "force_coefficient": 5.0}],
+        "head_layers": 2,
+        "optim": {"lr": 1e-3, "warmup_steps": 2},
+        "trainer": {"max_steps": 6, "val_every_n_steps": 3, "progress_bar": False},
+    }
+    return set_dotted(cfg, changes)

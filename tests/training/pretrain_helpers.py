@@ -36,15 +36,33 @@ def _write_domains(folder: Path) -> None:
     ase.io.write(folder / "mols.extxyz", mols)
 
 
-def tiny_pretrain_config(folder: Path, **changes) -> dict:
+def set_dotted(cfg: dict, changes: dict) -> dict:
+    """Set ``{"a.b.0.c": value}`` entries into the nested dicts/lists of ``cfg`` (missing dict
+    levels are created); returns ``cfg``."""
+    for key, value in changes.items():
+        node = cfg
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node[int(p)] if isinstance(node, list) else node.setdefault(p, {})
+        if isinstance(node, list):
+            node[int(parts[-1])] = value
+        else:
+            node[parts[-1]] = value
+    return cfg
+
+
+def tiny_pretrain_config(folder: Path, data: Path | None = None, **changes) -> dict:
+    """Two-domain pre-training config writing to ``folder/run``, reading ``slabs.extxyz`` and
+    ``mols.extxyz`` from ``data`` (default ``folder``); ``changes`` are dotted keys."""
+    data = Path(data) if data is not None else folder
     cfg = {
         "seed": 0,
         "output_dir": str(folder / "run"),
         "model": {"preset": "openjmp_tiny", "backbone": {"num_blocks": 1}, "head_layers": 2, "edge_dropout": 0.1},
         "datasets": [
-            {"name": "slabs", "path": str(folder / "slabs.extxyz"), "format": "ase",
+            {"name": "slabs", "path": str(data / "slabs.extxyz"), "format": "ase",
              "graph": {"cutoff": 5.0, "max_neighbors": 12}, "force_coefficient": 10},
-            {"name": "mols", "path": str(folder / "mols.extxyz"), "format": "ase",
+            {"name": "mols", "path": str(data / "mols.extxyz"), "format": "ase",
              "graph": {"cutoff": 5.0, "max_neighbors": 12}, "force_coefficient": 10},
         ],
         "sampler": {"batch_size": 4},
@@ -52,16 +70,7 @@ def tiny_pretrain_config(folder: Path, **changes) -> dict:
         "trainer": {"max_steps": 12, "val_every_n_steps": 6, "checkpoint_every_n_steps": 6,
                     "progress_bar": False, "tensorboard": False},
     }
-    for key, value in changes.items():
-        node = cfg
-        parts = key.split(".")
-        for p in parts[:-1]:
-            node = node[int(p)] if isinstance(node, list) else node[p]
-        if isinstance(node, list):
-            node[int(parts[-1])] = value
-        else:
-            node[parts[-1]] = value
-    return cfg
+    return set_dotted(cfg, changes)
 
 
 def make_two_domains(folder: Path) -> Path:

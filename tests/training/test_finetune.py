@@ -6,7 +6,7 @@ import ase.io
 import numpy as np
 import pytest
 import torch
-from finetune_helpers import write_emt_molecules
+from finetune_helpers import tiny_finetune_config, write_emt_molecules, write_tiny_pretrained
 
 from openjmp.configuration import load_config
 from openjmp.training.finetune import FinetuneError, build_finetune_model, run_finetuning
@@ -17,35 +17,15 @@ from openjmp.training.optim import parameter_groups
 @pytest.fixture(scope="module")
 def ft_data(tmp_path_factory):
     """EMT molecules with energies/forces and two graph-level targets, and a 'pre-trained' file."""
-    from openjmp.models.registry import create_model, save_model_file
-
     folder = tmp_path_factory.mktemp("ft")
     write_emt_molecules(folder / "mols.extxyz", 30, lambda i, m: {
         "size": float(len(m)) + 0.1 * np.sin(i), "is_big": float(len(m) > 4)})
-    torch.manual_seed(0)
-    model = create_model("openjmp-tiny", num_pretrain_tasks=1)
-    save_model_file(model, folder / "pre.pt", normalization={"task0": {}}, heads={"task0": {"kind": "pretrain"}})
+    write_tiny_pretrained(folder / "pre.pt")
     return folder
 
 
 def cfg_dict(folder, **changes):
-    cfg = {
-        "seed": 0, "output_dir": str(folder / "out"),
-        "init": {"kind": "pretrained", "checkpoint": str(folder / "pre.pt")},
-        "data": {"path": str(folder / "mols.extxyz"), "format": "ase", "graph": {"cutoff": 4.0, "max_neighbors": 10},
-                 "batch_size": 4},
-        "targets": [{"name": "energy", "kind": "energy_forces", "force_coefficient": 5.0}],
-        "head_layers": 2,
-        "optim": {"lr": 1e-3, "warmup_steps": 2},
-        "trainer": {"max_steps": 6, "val_every_n_steps": 3, "progress_bar": False},
-    }
-    for key, value in changes.items():
-        node = cfg
-        parts = key.split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = value
-    return cfg
+    return tiny_finetune_config(folder, **changes)
 
 
 def test_llrd_parameter_groups_get_the_stated_multipliers(ft_data):

@@ -5,7 +5,7 @@ import copy
 import numpy as np
 import pytest
 import torch
-from finetune_helpers import write_emt_molecules
+from finetune_helpers import tiny_finetune_config, write_emt_molecules, write_tiny_pretrained
 
 from openjmp.configuration import load_config
 from openjmp.models.lora import LoRAConfig, apply_lora, lora_parameter_names, merge_lora
@@ -15,13 +15,9 @@ from openjmp.training.finetune_config import FinetuneConfig
 @pytest.fixture(scope="module")
 def lora_data(tmp_path_factory):
     """EMT molecules with energies/forces and a tiny 'pre-trained' model file (random weights)."""
-    from openjmp.models.registry import create_model, save_model_file
-
     folder = tmp_path_factory.mktemp("lora")
     write_emt_molecules(folder / "mols.extxyz", 24)
-    torch.manual_seed(0)
-    model = create_model("openjmp-tiny", num_pretrain_tasks=1)
-    save_model_file(model, folder / "pre.pt", normalization={"task0": {}}, heads={"task0": {"kind": "pretrain"}})
+    write_tiny_pretrained(folder / "pre.pt")
     return folder
 
 
@@ -88,19 +84,9 @@ def test_target_patterns_and_clear_error(lora_data):
 
 
 def _cfg(folder, lora, **changes):
-    cfg = {
-        "seed": 0, "output_dir": str(folder / "out"),
-        "init": {"kind": "pretrained", "checkpoint": str(folder / "pre.pt")},
-        "data": {"path": str(folder / "mols.extxyz"), "format": "ase", "graph": {"cutoff": 4.0, "max_neighbors": 10},
-                 "batch_size": 4},
-        "targets": [{"name": "energy", "kind": "energy_forces", "force_coefficient": 5.0}],
-        "head_layers": 2,
-        "optim": {"lr": 1e-2, "warmup_steps": 1, "lora": lora},
-        "ema": {"enabled": False},
-        "trainer": {"max_steps": 4, "val_every_n_steps": 2, "progress_bar": False},
-    }
-    cfg.update(changes)
-    return cfg
+    return tiny_finetune_config(folder, **{
+        "optim": {"lr": 1e-2, "warmup_steps": 1, "lora": lora}, "ema": {"enabled": False},
+        "trainer": {"max_steps": 4, "val_every_n_steps": 2, "progress_bar": False}, **changes})
 
 
 def test_only_adapters_and_heads_get_gradients(lora_data):

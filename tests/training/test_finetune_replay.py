@@ -4,6 +4,7 @@ deterministic schedule, export, and clear errors."""
 import ase.io
 import pytest
 import torch
+from finetune_helpers import tiny_finetune_config
 from pretrain_helpers import make_two_domains, tiny_pretrain_config
 
 from openjmp.configuration import ConfigError, load_config
@@ -31,8 +32,7 @@ def replay_data(tmp_path_factory):
         m.get_forces()
         frames.append(m)
     ase.io.write(folder / "ft.extxyz", frames)
-    cfg = load_config(PretrainConfig, data=tiny_pretrain_config(
-        folder, **{"datasets.0.path": str(folder / "slabs.extxyz"), "datasets.1.path": str(folder / "mols.extxyz")}))
+    cfg = load_config(PretrainConfig, data=tiny_pretrain_config(folder))
     dm = PretrainDataModule(cfg)
     dm.load()
     torch.manual_seed(0)
@@ -43,19 +43,9 @@ def replay_data(tmp_path_factory):
 
 
 def _cfg(folder, tmp_path, replay, **changes):
-    cfg = {
-        "seed": 0, "output_dir": str(tmp_path / "out"),
-        "init": {"kind": "pretrained", "checkpoint": str(folder / "pre.pt")},
-        "data": {"path": str(folder / "ft.extxyz"), "format": "ase", "graph": {"cutoff": 5.0, "max_neighbors": 12},
-                 "batch_size": 4},
-        "targets": [{"name": "energy", "kind": "energy_forces", "force_coefficient": 5.0}],
-        "head_layers": 2,
-        "optim": {"lr": 1e-3, "warmup_steps": 1},
-        "trainer": {"max_steps": 6, "val_every_n_steps": 3, "progress_bar": False},
-        "replay": replay,
-    }
-    cfg.update(changes)
-    return cfg
+    return tiny_finetune_config(folder, "ft.extxyz", **{
+        "output_dir": str(tmp_path / "out"), "data.graph": {"cutoff": 5.0, "max_neighbors": 12}, "optim.warmup_steps": 1, "replay": replay,
+        **changes})
 
 
 def _replay(folder, **changes):

@@ -26,7 +26,7 @@ def two_domains(tmp_path_factory):
 
 
 def test_pretraining_runs_and_writes_outputs(two_domains, tmp_path):
-    cfg = load_config(PretrainConfig, data=tiny_pretrain_config(tmp_path, **{"datasets.0.path": str(two_domains / "slabs.extxyz"), "datasets.1.path": str(two_domains / "mols.extxyz")}))
+    cfg = load_config(PretrainConfig, data=tiny_pretrain_config(tmp_path, two_domains))
     summary = run_pretraining(cfg)
     out = cfg.output_dir
     assert summary["steps"] == 12
@@ -49,9 +49,7 @@ def test_pretraining_runs_and_writes_outputs(two_domains, tmp_path):
 
 
 def _cfg(two_domains, tmp_path, **changes):
-    base = {"datasets.0.path": str(two_domains / "slabs.extxyz"), "datasets.1.path": str(two_domains / "mols.extxyz")}
-    base.update(changes)
-    return tiny_pretrain_config(tmp_path, **base)
+    return tiny_pretrain_config(tmp_path, two_domains, **changes)
 
 
 def test_bad_configs_fail_before_training(two_domains, tmp_path):

@@ -105,20 +105,13 @@ class NormalizationConfig(_Strict):
         return None not in (self.energy_mean, self.energy_std, self.force_std)
 
 
-class DatasetConfig(_Strict):
-    """One pre-training dataset (= one task with its own energy and force heads).
-
-    A converted openjmp store (``openjmp data convert``; ``format: store`` or a store folder
-    detected from the path) is read lazily: records are read and their graphs built on demand,
-    the sampler takes sizes and atom counts from the store metadata. Other sources are read into
-    memory with cached graphs (``streaming: false`` reads a store that way too).
-    """
+class SourceConfig(_Strict):
+    """Where a dataset's records come from and how they are split (shared by pre-training
+    datasets and the datasets replayed during fine-tuning)."""
 
     name: str
     path: Path
     format: str | None = None  # detected from the path when omitted
-    #: None: stream when the source is a store; true: require a store; false: read into memory
-    streaming: bool | None = None
     reader_options: dict[str, Any] = Field(default_factory=dict)
     #: a separate source for validation records (e.g. OC20's val folder); all its records are used
     val_path: Path | None = None
@@ -128,6 +121,25 @@ class DatasetConfig(_Strict):
     val_fraction: float = Field(0.1, gt=0, lt=1)
     max_train_records: int | None = Field(None, ge=1)
     max_val_records: int | None = Field(None, ge=1)
+
+    def resolve_paths(self, base: Path) -> None:
+        """Make ``path`` and ``val_path`` absolute (see `resolve_path`)."""
+        self.path = resolve_path(self.path, base)
+        if self.val_path is not None:
+            self.val_path = resolve_path(self.val_path, base)
+
+
+class DatasetConfig(SourceConfig):
+    """One pre-training dataset (= one task with its own energy and force heads).
+
+    A converted openjmp store (``openjmp data convert``; ``format: store`` or a store folder
+    detected from the path) is read lazily: records are read and their graphs built on demand,
+    the sampler takes sizes and atom counts from the store metadata. Other sources are read into
+    memory with cached graphs (``streaming: false`` reads a store that way too).
+    """
+
+    #: None: stream when the source is a store; true: require a store; false: read into memory
+    streaming: bool | None = None
     graph: GraphConfig = Field(default_factory=GraphConfig)
     energy_coefficient: float = Field(1.0, ge=0)
     force_coefficient: float = Field(1.0, ge=0)
@@ -143,9 +155,7 @@ class DatasetConfig(_Strict):
         return self
 
     def resolve(self, base: Path) -> None:
-        self.path = resolve_path(self.path, base)
-        if self.val_path is not None:
-            self.val_path = resolve_path(self.val_path, base)
+        self.resolve_paths(base)
         if isinstance(self.normalization.linear_reference, str):
             self.normalization.linear_reference = str(resolve_path(Path(self.normalization.linear_reference), base))
 

@@ -56,6 +56,7 @@ def _property_only_predictions(model_path, records, dtype: str, max_atoms: int, 
     from openjmp.models.heads import structure_readout
     from openjmp.models.registry import load_model
     from openjmp.training.data import GraphDataset, collate_graph_batch
+    from openjmp.training.normalization import reference_energy
 
     model, mf = load_model(model_path)
     torch_dtype = resolve_dtype(dtype)
@@ -78,11 +79,9 @@ def _property_only_predictions(model_path, records, dtype: str, max_atoms: int, 
                 if h["kind"] == "classification":
                     value = torch.sigmoid(value)
                 else:
-                    ref = torch.as_tensor(norm.get("linear_reference") or [0.0] * 120, dtype=torch.float64,
-                                          device=value.device)
-                    per_structure_ref = torch.zeros(data.num_structures, dtype=torch.float64,
-                                                    device=value.device).index_add_(0, data.batch, ref[data.atomic_numbers])
-                    value = value * norm.get("std", 1.0) + norm.get("mean", 0.0) + per_structure_ref
+                    ref = reference_energy(norm.get("linear_reference") or None, data.atomic_numbers, data.batch,
+                                           data.num_structures)
+                    value = value * norm.get("std", 1.0) + norm.get("mean", 0.0) + ref
                 p = out["properties"].setdefault(name, {"pred": [], "true": []})
                 p["pred"].extend(value.tolist())
                 p["true"].extend(float(r.targets.get(h.get("key", name), np.nan)) for r in group)

@@ -48,6 +48,7 @@ from openjmp.training.normalization import (
     element_count_matrix,
     fit_linear_reference,
     fit_normalizer,
+    reference_energy,
 )
 from openjmp.training.optim import parameter_groups, warmup_cosine_factor
 from openjmp.training.pretrain import write_json
@@ -298,9 +299,7 @@ class FinetuneModule(L.LightningModule):
 
     # ------------------------------------------------------------------ predictions
     def _reference(self, name: str, data) -> torch.Tensor:
-        ref = self._refs[name].to(data.pos.device)
-        return torch.zeros(data.num_structures, dtype=torch.float64, device=data.pos.device).index_add_(
-            0, data.batch, ref[data.atomic_numbers])
+        return reference_energy(self._refs[name], data.atomic_numbers, data.batch, data.num_structures)
 
     def forward_targets(self, batch: GraphBatch, training: bool):
         """Predictions per target: dict name -> dict(kind-specific tensors, normalised units)."""

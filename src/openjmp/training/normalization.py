@@ -51,6 +51,18 @@ def fit_linear_reference(counts: np.ndarray, energies: np.ndarray, rcond: float 
     return coeff
 
 
+def reference_energy(linear_reference, atomic_numbers: torch.Tensor, batch: torch.Tensor,
+                     num_structures: int) -> torch.Tensor:
+    """Per-structure sum of the element references, sum_i ref[Z_i] (B,) float64, on the device of
+    ``atomic_numbers``; ``linear_reference`` is a 120-sequence or tensor (eV per element), None
+    for no reference (zeros)."""
+    out = torch.zeros(num_structures, dtype=torch.float64, device=atomic_numbers.device)
+    if linear_reference is None:
+        return out
+    ref = torch.as_tensor(linear_reference, dtype=torch.float64, device=atomic_numbers.device)
+    return out.index_add_(0, batch, ref[atomic_numbers])
+
+
 @dataclass
 class DatasetNormalizer:
     """Normalisation constants of one dataset (eV, eV/Å).
@@ -77,10 +89,7 @@ class DatasetNormalizer:
 
     def reference_energy(self, atomic_numbers: torch.Tensor, batch: torch.Tensor, num_structures: int) -> torch.Tensor:
         """sum_i ref[Z_i] per structure (B,), eV."""
-        ref = torch.as_tensor(self.linear_reference, dtype=torch.float64, device=atomic_numbers.device)
-        per_atom = ref[atomic_numbers]
-        out = torch.zeros(num_structures, dtype=torch.float64, device=atomic_numbers.device)
-        return out.index_add_(0, batch, per_atom)
+        return reference_energy(self.linear_reference, atomic_numbers, batch, num_structures)
 
     def normalize_energy(self, energy, atomic_numbers, batch):
         ref = self.reference_energy(atomic_numbers, batch, energy.shape[0]).to(energy.dtype)

@@ -38,7 +38,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch.utils.data import DataLoader
 
-from openjmp.training.config import GraphConfig, resolve_path
+from openjmp.training.config import GraphConfig, SourceConfig
 
 log = logging.getLogger(__name__)
 
@@ -47,23 +47,14 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ReplayDatasetConfig(_Strict):
-    """One replayed pre-training dataset; field names as the pre-training ``DatasetConfig``."""
+class ReplayDatasetConfig(SourceConfig):
+    """One replayed pre-training dataset: a source as in the pre-training ``DatasetConfig``;
+    ``name`` is the dataset's head in the pre-trained model file (``heads[name]``, kind pretrain).
+    """
 
-    #: the name of the dataset's head in the pre-trained model file (``heads[name]``, kind pretrain)
-    name: str
-    path: Path
-    format: str | None = None
-    reader_options: dict[str, Any] = Field(default_factory=dict)
-    val_path: Path | None = None
-    train_split: str = "train"
-    val_split: str = "val"
-    val_fraction: float = Field(0.1, gt=0, lt=1)
     #: split / subsample seed; None: the pre-training run's seed + the head's task index (the
     #: pre-training split), or ``seed`` of the fine-tuning config when the file does not say
     split_seed: int | None = None
-    max_train_records: int | None = Field(None, ge=1)
-    max_val_records: int | None = Field(None, ge=1)
     #: None: the head's graph settings from the model file
     graph: GraphConfig | None = None
     #: None: the coefficient of the pre-training config stored in the file (else 1.0)
@@ -95,9 +86,7 @@ class ReplayConfig(_Strict):
 
     def resolve_paths(self, base: Path) -> None:
         for d in self.datasets:
-            d.path = resolve_path(d.path, base)
-            if d.val_path is not None:
-                d.val_path = resolve_path(d.val_path, base)
+            d.resolve_paths(base)
 
 
 def is_replay_step(step: int, fraction: float) -> bool:
