@@ -4,9 +4,9 @@ rate and validation steps follow the epochs of its training loader."""
 
 from __future__ import annotations
 
-import ase.io
 import numpy as np
 import pytest
+from finetune_helpers import write_emt_molecules
 from lightning.pytorch.callbacks import Callback
 from pydantic import ValidationError
 
@@ -72,16 +72,8 @@ def test_step_fields_and_defaults_are_unchanged(tmp_path):
 
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory):
-    from ase.build import molecule
-
     folder = tmp_path_factory.mktemp("sched")
-    frames = []
-    for i in range(30):
-        m = molecule(["H2O", "NH3", "CH4"][i % 3])
-        m.rattle(0.05, seed=i)
-        m.info["y"] = float(len(m)) + 0.1 * np.sin(i)
-        frames.append(m)
-    ase.io.write(folder / "mols.extxyz", frames)
+    write_emt_molecules(folder / "mols.extxyz", 30, lambda i, m: {"y": float(len(m)) + 0.1 * np.sin(i)})
     return folder
 
 
