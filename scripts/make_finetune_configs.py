@@ -305,15 +305,15 @@ def paper_configs() -> list[tuple[str, dict, str]]:
     notes = [
         "JMP fine-tuning, MatBench mp_is_metal: binary classification of 'is_metal' (0/1), mean",
         "readout, class weights [1, 1.342], dropout 0.5.",
-        "Folds: matbench may use StratifiedKFold for classification tasks (unverified); the reader",
-        "refuses them unless allow_classification: true, which uses the regression KFold for fold 0.",
+        "Folds: matbench's StratifiedKFold on the label for classification tasks (the reader),",
+        "fold 0.",
         f"Batch size {MATBENCH_BATCH}: the paper gives 2-8 for MatBench.",
         *caps_note,
     ]
     data = {
         "path": "data/matbench/matbench_mp_is_metal.json.gz",
         "format": "matbench",
-        "reader_options": {"fold": 0, "allow_classification": True},
+        "reader_options": {"fold": 0},
         "val_fraction": MATBENCH_VAL_FRACTION,
         "graph": MATBENCH_GRAPH,
         "batch_size": MATBENCH_BATCH,
@@ -350,7 +350,7 @@ CPU-sized fine-tuning on the shipped mini suite (assets/mini, GFN2-xTB / EMT lab
 originals'), from the openjmp-mini pre-trained model (init.checkpoint: a registry name or the
 path of a pretrain run's model file; for the scratch baseline use init: {{kind: scratch,
 preset: openjmp_mini}} or keep the checkpoint with kind: scratch for its architecture only).
-Graphs as configs/pretrain/mini.yaml (6 Å / 20). No layer-wise LR decay: the jmp_s / jmp_l
+Graphs as configs/pretrain/mini.yaml (the model's own: a2a 6 Å, main/a2ee2a 4 Å, qint 3 Å, caps that do not cut). No layer-wise LR decay: the jmp_s / jmp_l
 presets have 4 / 6 block multipliers and the mini backbone has fewer blocks (set
 optim.llrd.embedding and optim.llrd.blocks explicitly to use it)."""
 
@@ -387,7 +387,11 @@ def mini_config(name: str, data: dict, targets: list[dict], notes: list[str], lr
     return name, cfg, "\n".join(notes) + "\n" + header
 
 
-MINI_GRAPH = {"cutoff": 6.0, "max_neighbors": 20}
+# the openjmp-mini model's own graphs (configs/pretrain/mini.yaml; its rbf_cutoffs): per-graph
+# cutoffs and caps far above what they hold, so no cap cuts (docs/forces.md)
+MINI_GRAPH = {"cutoff": 6.0, "cutoff_main": 4.0, "cutoff_a2ee2a": 4.0, "cutoff_qint": 3.0,
+              "max_neighbors": 100, "max_neighbors_a2ee2a": 100, "max_neighbors_qint": 100,
+              "max_neighbors_a2a": 400}
 MINI_RMD17 = ("aspirin", "ethanol", "malonaldehyde", "uracil")
 # mini-qm9 targets: reader key -> per-element linear reference? (alpha and r2 are NaN in the
 # mini archive: tblite provides neither)

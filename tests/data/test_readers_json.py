@@ -179,3 +179,31 @@ def test_qmof_missing_structure(tmp_path):
         list(read(folder, "qmof"))
     reader = read(folder, "qmof", skip_bad=True)
     assert len(list(reader)) == 11 and reader.skipped == {"bad_record": 1}
+
+
+@pytest.mark.parametrize("n, fraction", [(40, 0.3), (101, 0.5), (977, 0.12)])
+def test_stratified_folds_match_sklearn(n, fraction):
+    from sklearn.model_selection import StratifiedKFold
+
+    from openjmp.data.readers.matbench import stratified_test_folds
+
+    labels = RNG.random(n) < fraction
+    labels[0] = not labels[0]  # the first row's class is not always the majority
+    folds = stratified_test_folds(labels)
+    skf = StratifiedKFold(n_splits=5, shuffle=True, random_state=18012019)
+    for k, (_, test) in enumerate(skf.split(np.zeros(n), labels)):
+        assert np.array_equal(np.sort(test), np.flatnonzero(folds == k))
+
+
+def test_classification_task_gets_stratified_folds_from_the_reader(tmp_path):
+    from sklearn.model_selection import StratifiedKFold
+
+    labels = [bool(x) for x in RNG.random(60) < 0.35]
+    rows = [[lab, structure_dict(["Cu", "Zn"])] for lab in labels]
+    path, _ = write_matbench(tmp_path, task="mp_is_metal", column="is_metal", rows=rows)
+    reader = read(path, format="matbench")
+    splits = [item.split for item in reader]
+    skf = StratifiedKFold(n_splits=5, shuffle=True, random_state=18012019)
+    for k, (_, test) in enumerate(skf.split(np.zeros(60), labels)):
+        assert sorted(test.tolist()) == [i for i, s in enumerate(splits) if s == f"fold{k}"]
+    assert reader.describe()["folds"] == "StratifiedKFold"

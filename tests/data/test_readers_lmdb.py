@@ -356,3 +356,19 @@ def test_real_pyg2_pickle_reads_without_torch_geometric(tmp_path):
     assert rec.fixed.tolist() == [True, False, False, False]
     np.testing.assert_array_equal(rec.forces, np.arange(12.0).reshape(4, 3) / 8)
     assert rec.source == "data.0000.lmdb:0/random5/frame2"
+
+
+def test_objects_without_a_cell_or_pbc_are_non_periodic(tmp_path, fake_pyg):
+    """JMP's own MD22 / SPICE fine-tuning LMDBs store molecules with a zero cell, or none."""
+    folder = tmp_path / "molecules"
+    folder.mkdir()
+    no_cell = {k: v for k, v in oc20_old(fake_pyg, sid=1, fid=0).items() if k != "cell"}
+    zero_cell = {**oc20_old(fake_pyg, sid=2, fid=0), "cell": torch.zeros((1, 3, 3))}
+    zero_cell_pbc = {**zero_cell, "sid": 3, "pbc": torch.tensor([True, True, True])}
+    periodic = oc20_old(fake_pyg, sid=4, fid=0)
+    objs = [no_cell, zero_cell, zero_cell_pbc, periodic]
+    write_lmdb(folder / "data.0000.lmdb", [fake_pyg(1, **a) for a in objs])
+    records = [r for _, r in read(folder)]
+    assert [bool(r.pbc.any()) for r in records] == [False, False, False, True]
+    for r in records:
+        r.validate()  # no "singular cell"

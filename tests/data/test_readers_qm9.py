@@ -63,8 +63,8 @@ def write_folder(tmp_path, files: dict[str, str]):
     return folder
 
 
-def write_tar(tmp_path, files: dict[str, str]):
-    path = tmp_path / "dsgdb9nsd.xyz.tar.bz2"
+def write_tar(tmp_path, files: dict[str, str], name: str = "dsgdb9nsd.xyz.tar.bz2"):
+    path = tmp_path / name
     with tarfile.open(path, "w:bz2") as tar:
         for name, text in files.items():
             data = text.encode()
@@ -167,3 +167,21 @@ def test_qm9_pyg_v3(tmp_path):
     assert rec.targets["homo"] == 3.0  # already eV in the PyG file: not converted again
     assert rec.targets["r2"] == 6.0 * BOHR2_TO_ANGSTROM2
     assert rec.targets["U0"] == 8.0 and rec.targets["U0_atom"] == 13.0 and rec.targets["C"] == 19.0
+
+
+def test_qm9_detected_by_content_archive_of_any_name_and_single_file(tmp_path):
+    """A renamed archive and a lone QM9 .xyz are QM9 (they used to fall to ASE and a traceback)."""
+    renamed = write_tar(tmp_path, FILES, name="my_qm9_copy.tar.bz2")
+    assert detect_format(renamed) == "qm9"
+    assert len(list(read(renamed))) == 3
+    single = tmp_path / "water.xyz"
+    single.write_text(WATER)
+    assert detect_format(single) == "qm9"
+    (record,) = [r for _, r in read(single)]
+    assert record.atomic_numbers.tolist() == [8, 1, 1] and "gap" in record.targets
+    plain = tmp_path / "plain.xyz"
+    plain.write_text("1\nPlain comment\nH 0 0 0\n")
+    assert detect_format(plain) == "ase"
+    other = write_tar(tmp_path, {"notes.txt": "hello"}, name="other.tar.gz")
+    with pytest.raises(DataFormatError, match="not a QM9 xyz file; pass --format"):
+        detect_format(other)

@@ -124,7 +124,7 @@ def test_paper_task_settings(path):
         assert d.graph.max_neighbors_by_natoms == [(200, 10), (300, 5)] and d.graph.pbc is True
         if path.stem == "matbench_mp_is_metal":
             assert target.kind == "classification" and tuple(target.class_weights) == (1.0, 1.342)
-            assert target.dropout == 0.5 and d.reader_options["allow_classification"] is True
+            assert target.dropout == 0.5 and d.reader_options == {"fold": 0}
         else:
             assert target.kind == "scalar"
             assert target.reduction == ("max" if path.stem == "matbench_phonons" else "mean")

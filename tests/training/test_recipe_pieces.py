@@ -185,3 +185,22 @@ def test_warmup_cosine_schedule():
     assert f[60] == pytest.approx(0.55)
     assert f[110] == pytest.approx(0.1) and f[129] == pytest.approx(0.1)
     assert all(a >= b - 1e-12 for a, b in zip(f[10:], f[11:]))
+
+
+def test_lightning_advances_the_temperature_sampler_every_epoch():
+    """Lightning's epoch hook reaches the batch sampler, so every epoch is a new draw (it used to
+    stay at epoch 0: the same batches every epoch, and a resumed run switched order)."""
+    from lightning.fabric.utilities.data import _set_sampler_epoch
+    from torch.utils.data import DataLoader
+
+    sampler = TemperatureBatchSampler([30, 40], batch_size=4, seed=0)
+    loader = DataLoader(list(range(70)), batch_sampler=sampler)
+    epochs = []
+    for epoch in range(3):
+        _set_sampler_epoch(loader, epoch)  # what the fit loop calls at each epoch start
+        epochs.append([b.tolist() for b in loader])
+    assert sampler.epoch == 2
+    assert epochs[0] != epochs[1] and epochs[1] != epochs[2]
+    fresh = TemperatureBatchSampler([30, 40], batch_size=4, seed=0)
+    fresh.set_epoch(1)
+    assert epochs[1] == [list(b) for b in fresh]  # (seed, epoch) decides the draw

@@ -88,6 +88,14 @@ class TemperatureBatchSampler:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
+    @property
+    def sampler(self) -> TemperatureBatchSampler:
+        """Lightning calls ``set_epoch`` at every epoch start on ``dataloader.sampler`` and on
+        ``dataloader.batch_sampler.sampler``, not on the batch sampler itself; exposing this
+        object there is what makes every epoch a new draw (without it every epoch repeated
+        epoch 0's batches, and a resumed run switched to its own epoch's order)."""
+        return self
+
     def __len__(self) -> int:
         return self.epoch_size // (self.batch_size * self.world_size)
 

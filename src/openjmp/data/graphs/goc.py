@@ -16,7 +16,7 @@ per-structure graphs with atom-index offsets (edges stay grouped by structure).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -43,6 +43,42 @@ class GOCGraphSettings:
     #: other graphs JMP's proportions of it (JMP's ``conditional_max_neighbors``: 30, 10 above
     #: 200 atoms, 5 above 300); empty: the fixed caps above for every structure
     max_neighbors_by_natoms: tuple[tuple[int, int], ...] = ()
+
+    @classmethod
+    def from_graph_dict(cls, g: dict) -> GOCGraphSettings:
+        """The settings of a ``graph`` entry (a dataset's ``graph`` config, a model file head's
+        ``graph``; docs/model-files.md): ``cutoff`` (Å) for every graph unless
+        ``cutoff_main`` / ``cutoff_a2ee2a`` / ``cutoff_qint`` / ``cutoff_a2a`` say otherwise;
+        ``max_neighbors`` the main cap, the other caps JMP's proportions of it (a2ee2a 20/30,
+        qint 8/30, a2a 1000/30) unless ``max_neighbors_<graph>`` are given; optional
+        ``max_neighbors_by_natoms``. The one place these entries become settings."""
+        if "cutoff" not in g or "max_neighbors" not in g:
+            raise ValueError(f"graph settings need 'cutoff' and 'max_neighbors', got {dict(g)}")
+        cutoff = float(g["cutoff"])
+        n = int(g["max_neighbors"])
+
+        def cut(name: str) -> float:
+            v = g.get(f"cutoff_{name}")
+            return cutoff if v is None else float(v)
+
+        settings = cls(
+            cutoff_main=cut("main"), cutoff_aeaint=cut("a2ee2a"), cutoff_qint=cut("qint"),
+            cutoff_aint=cut("a2a"),
+            max_neighbors_main=n,
+            max_neighbors_aeaint=int(g.get("max_neighbors_a2ee2a") or int(n * 20 / 30)),
+            max_neighbors_qint=int(g.get("max_neighbors_qint") or int(n * 8 / 30)),
+            max_neighbors_aint=int(g.get("max_neighbors_a2a") or int(n * 1000 / 30)),
+            max_neighbors_by_natoms=tuple((int(t), int(c))
+                                          for t, c in (g.get("max_neighbors_by_natoms") or ())),
+        )
+        settings.validate()
+        return settings
+
+    @property
+    def cutoffs(self) -> dict[str, float]:
+        """Cutoff per graph (Å), keyed by the graph names of :data:`GRAPH_NAMES`."""
+        return {"main": self.cutoff_main, "a2ee2a": self.cutoff_aeaint,
+                "qint": self.cutoff_qint, "a2a": self.cutoff_aint}
 
     @classmethod
     def from_constant(cls, cutoff: float, max_neighbors: int) -> GOCGraphSettings:
@@ -100,15 +136,46 @@ class EdgeSet:
         return EdgeSet(self.edge_index.to(device), self.cell_offset.to(device))
 
 
+@dataclass(frozen=True)
+class CapTruncation:
+    """A neighbour cap that cut a graph: ``atoms`` target atoms had more than ``cap`` neighbours
+    within the graph's ``cutoff`` (Å), up to ``most``. Where a cap cuts, the energy jumps
+    whenever the order of neighbours changes, and ties at the cap break crystal symmetry."""
+
+    graph: str
+    cap: int
+    cutoff: float
+    atoms: int
+    most: int
+
+    def describe(self) -> str:
+        return (f"{self.graph} graph: {self.atoms} atom(s) have more than {self.cap} neighbours "
+                f"within {self.cutoff:g} Å (up to {self.most})")
+
+    @staticmethod
+    def merge(items: Sequence[CapTruncation]) -> tuple[CapTruncation, ...]:
+        """One entry per (graph, cap, cutoff): atoms summed, ``most`` the largest."""
+        out: dict[tuple, CapTruncation] = {}
+        for t in items:
+            key = (t.graph, t.cap, t.cutoff)
+            old = out.get(key)
+            out[key] = t if old is None else CapTruncation(
+                t.graph, t.cap, t.cutoff, old.atoms + t.atoms, max(old.most, t.most))
+        return tuple(out.values())
+
+
 @dataclass
 class GOCGraphs:
     main: EdgeSet
     a2a: EdgeSet
     a2ee2a: EdgeSet
     qint: EdgeSet
+    #: the caps that cut these graphs (empty: every neighbour within each cutoff is kept)
+    truncations: tuple[CapTruncation, ...] = ()
 
     def to(self, device) -> GOCGraphs:
-        return GOCGraphs(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+        return GOCGraphs(**{name: getattr(self, name).to(device) for name in GRAPH_NAMES},
+                         truncations=self.truncations)
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray | torch.Tensor]) -> GOCGraphs:
@@ -146,7 +213,9 @@ def build_goc_graphs(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray,
     caps are the settings' size-conditional ones for this structure's atom count, if any."""
     settings.validate()
     settings = settings.for_natoms(len(positions))
-    a2a = radius_graph(positions, cell, pbc, settings.cutoff_aint, settings.max_neighbors_aint)
+    full = radius_graph(positions, cell, pbc, settings.cutoff_aint)
+    truncations = cap_truncations(full, settings)
+    a2a = full.closest(settings.max_neighbors_aint)
     main = _subselect(a2a, settings.cutoff_main, settings.max_neighbors_main, settings)
     a2ee2a = _subselect(a2a, settings.cutoff_aeaint, settings.max_neighbors_aeaint, settings)
     qint = _subselect(a2a, settings.cutoff_qint, settings.max_neighbors_qint, settings)
@@ -154,7 +223,24 @@ def build_goc_graphs(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray,
     in_tags = np.isin(tags, np.asarray(list(qint_tags), dtype=tags.dtype))
     qint = qint.select(in_tags[qint.edge_index[0]] | in_tags[qint.edge_index[1]])
     return GOCGraphs(main=_to_edge_set(main), a2a=_to_edge_set(a2a),
-                     a2ee2a=_to_edge_set(a2ee2a), qint=_to_edge_set(qint))
+                     a2ee2a=_to_edge_set(a2ee2a), qint=_to_edge_set(qint),
+                     truncations=truncations)
+
+
+def cap_truncations(full: RadiusGraph, settings: GOCGraphSettings) -> tuple[CapTruncation, ...]:
+    """The caps of ``settings`` that cut the uncapped neighbour list ``full`` (a2a cutoff)."""
+    out = []
+    target, dist = full.edge_index[1], full.distances
+    for graph, cutoff, cap in (("main", settings.cutoff_main, settings.max_neighbors_main),
+                               ("a2ee2a", settings.cutoff_aeaint, settings.max_neighbors_aeaint),
+                               ("qint", settings.cutoff_qint, settings.max_neighbors_qint),
+                               ("a2a", settings.cutoff_aint, settings.max_neighbors_aint)):
+        counts = np.bincount(target[dist <= cutoff]) if target.size else np.zeros(0, np.int64)
+        cut = counts > cap
+        if cut.any():
+            out.append(CapTruncation(graph, int(cap), float(cutoff), int(cut.sum()),
+                                     int(counts.max())))
+    return tuple(out)
 
 
 def collate_goc_graphs(graphs: Sequence[GOCGraphs], natoms: Sequence[int]) -> GOCGraphs:
@@ -167,7 +253,8 @@ def collate_goc_graphs(graphs: Sequence[GOCGraphs], natoms: Sequence[int]) -> GO
         eis = [getattr(g, name).edge_index + int(o) for g, o in zip(graphs, offsets)]
         offs = [getattr(g, name).cell_offset for g in graphs]
         out[name] = EdgeSet(torch.cat(eis, dim=1), torch.cat(offs, dim=0))
-    return GOCGraphs(**out)
+    truncations = CapTruncation.merge([t for g in graphs for t in g.truncations])
+    return GOCGraphs(**out, truncations=truncations)
 
 
 def goc_graphs_for_batch(batch, settings: GOCGraphSettings | Sequence[GOCGraphSettings],

@@ -116,6 +116,37 @@ def _lmdb_kind(path: Path) -> str:
     raise DataFormatError(f"{path}: LMDB values are neither pickles nor zlib JSON; pass --format")
 
 
+def _is_qm9_xyz(text: str) -> bool:
+    """Whether ``text`` starts like a QM9 xyz file: an atom count, then 'gdb <i>' + 15 values."""
+    lines = text.splitlines()
+    if len(lines) < 2 or not lines[0].strip().isdigit():
+        return False
+    header = lines[1].split()
+    return len(header) == 17 and header[0] == "gdb"
+
+
+def _head(path: Path, size: int = 4096) -> str:
+    try:
+        with open(path, "rb") as f:
+            return f.read(size).decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def _qm9_archive(path: Path) -> bool:
+    """Whether the first regular file of the tar archive ``path`` is a QM9 xyz file."""
+    import tarfile
+
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            for member in tar:
+                if member.isfile():
+                    return _is_qm9_xyz(tar.extractfile(member).read(4096).decode("utf-8", "replace"))
+    except (tarfile.TarError, OSError, EOFError):
+        return False
+    return False
+
+
 def detect_format(path) -> str:
     """Format name of ``path`` from its name and, where needed, a peek inside."""
     path = Path(path)
@@ -160,7 +191,12 @@ def detect_format(path) -> str:
         return "matbench"
     if name == "qmof.json":
         return "qmof"
-    if name.endswith((".tar.bz2", ".tar", ".tar.gz", ".tbz2")) and "dsgdb9nsd" in name:
+    if name.endswith((".tar.bz2", ".tar", ".tar.gz", ".tbz2")):
+        if "dsgdb9nsd" in name or _qm9_archive(path):
+            return "qm9"
+        raise DataFormatError(f"{path}: a tar archive whose first file is not a QM9 xyz file; "
+                              f"pass --format")
+    if name.endswith(".xyz") and _is_qm9_xyz(_head(path)):
         return "qm9"
     if name.endswith(".pt"):
         return "qm9-pyg"

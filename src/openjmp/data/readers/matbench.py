@@ -10,8 +10,10 @@ Ids follow matbench: ``mb-<task with _ → ->-<i+1>`` zero-padded to ``floor(log
 digits. Folds: matbench's ``KFold(n_splits=5, shuffle=True, random_state=18012019)``, reproduced
 by `kfold_test_folds` (numpy only; a test checks equality with scikit-learn). Default split name
 ``fold<k>`` = the fold (0..4) whose *test* part holds the record; with ``fold=k``: ``test`` for
-that fold's test part, ``train`` for the rest. (Classification tasks may use StratifiedKFold in
-matbench — unverified — so ``mp_is_metal`` etc. are refused unless ``allow_classification``.)
+that fold's test part, ``train`` for the rest. Classification tasks (``mp_is_metal``,
+``expt_is_metal``, ``glass``) use matbench's ``StratifiedKFold(n_splits=5, shuffle=True,
+random_state=18012019)`` on the label (its generator script says so; it reproduces the official
+glass folds), reproduced by `stratified_test_folds` (tested against scikit-learn).
 
 The file is parsed whole (JSON cannot be streamed without an extra dependency); the largest
 task (mp_e_form, 132,752 structures) needs a few GB of memory.
@@ -54,6 +56,35 @@ def kfold_test_folds(n: int, n_splits: int = N_FOLDS, seed: int = MATBENCH_SEED)
     return folds
 
 
+def stratified_test_folds(labels: np.ndarray, n_splits: int = N_FOLDS,
+                          seed: int = MATBENCH_SEED) -> np.ndarray:
+    """Test fold (0..n_splits-1) of every row, as scikit-learn's ``StratifiedKFold(n_splits,
+    shuffle=True, random_state=seed)`` assigns them (scikit-learn >= 0.22): classes in sorted
+    order; fold i takes the labels at positions i, i + n_splits, ... of the sorted label list,
+    so each class is spread over the folds as evenly as the order allows; then, class by class
+    from one ``RandomState(seed)``, the class's fold numbers are shuffled onto its rows."""
+    labels = np.asarray(labels).reshape(-1)
+    _, first_row, lexical = np.unique(labels, return_index=True, return_inverse=True)
+    # classes numbered by order of first appearance (scikit-learn's encoding)
+    _, class_by_appearance = np.unique(first_row, return_inverse=True)
+    encoded = class_by_appearance[lexical.reshape(-1)]
+    num_classes = len(first_row)
+    counts = np.bincount(encoded, minlength=num_classes)
+    if np.all(n_splits > counts):
+        raise ValueError(f"cannot make {n_splits} stratified folds: every class has fewer rows "
+                         f"({counts.tolist()})")
+    order = np.sort(encoded)
+    allocation = np.asarray([np.bincount(order[i::n_splits], minlength=num_classes)
+                             for i in range(n_splits)])
+    rng = np.random.RandomState(seed)
+    folds = np.empty(len(labels), dtype=np.int64)
+    for k in range(num_classes):
+        for_class = np.arange(n_splits).repeat(allocation[:, k])
+        rng.shuffle(for_class)
+        folds[encoded == k] = for_class
+    return folds
+
+
 def matbench_id(task: str, i: int, n: int) -> str:
     digits = int(math.floor(math.log10(n))) + 1
     return f"mb-{task.replace('_', '-')}-{i + 1:0{digits}d}"
@@ -68,9 +99,17 @@ def load_json(path):
         raise DataFormatError(f"{path}: cannot read JSON (truncated or not JSON?): {exc}") from exc
 
 
+def _label(row: list, target_cols: list[tuple[int, str]], path) -> object:
+    """The class label of a classification row (its one target column) for stratification."""
+    if len(target_cols) != 1:
+        raise DataFormatError(f"{path}: a classification task needs one target column, got "
+                              f"{[c for _, c in target_cols]}")
+    j = target_cols[0][0]
+    return str(row[j]) if j < len(row) else "None"
+
+
 class MatbenchReader(Reader):
-    """Args: ``fold`` (0..4 or None), ``task`` (default from the file name),
-    ``allow_classification`` (use KFold for a classification task anyway)."""
+    """Args: ``fold`` (0..4 or None), ``task`` (default from the file name)."""
 
     name = "matbench"
 
@@ -80,7 +119,6 @@ class MatbenchReader(Reader):
         *,
         fold: int | None = None,
         task: str | None = None,
-        allow_classification: bool = False,
         **kw,
     ) -> None:
         super().__init__(path, **kw)
@@ -88,11 +126,6 @@ class MatbenchReader(Reader):
         if fold is not None and not 0 <= int(fold) < N_FOLDS:
             raise ValueError(f"matbench: fold must be 0..{N_FOLDS - 1}, got {fold}")
         self.fold = None if fold is None else int(fold)
-        if self.task in CLASSIFICATION_TASKS and not allow_classification:
-            raise ValueError(
-                f"matbench: {self.task} is a classification task whose folds may be stratified; "
-                "pass allow_classification=True to use plain KFold anyway"
-            )
 
     def describe(self) -> dict:
         return {
@@ -100,6 +133,7 @@ class MatbenchReader(Reader):
             "task": self.task,
             "fold": self.fold,
             "kfold_seed": MATBENCH_SEED,
+            "folds": "StratifiedKFold" if self.task in CLASSIFICATION_TASKS else "KFold",
         }
 
     def _items(self) -> Iterator[ReaderItem]:
@@ -117,7 +151,10 @@ class MatbenchReader(Reader):
         target_cols = [(i, c) for i, c in enumerate(columns) if i != s_col]
         rows = table["data"]
         n = len(rows)
-        folds = kfold_test_folds(n)
+        if self.task in CLASSIFICATION_TASKS:
+            folds = stratified_test_folds([_label(row, target_cols, self.path) for row in rows])
+        else:
+            folds = kfold_test_folds(n)
         fname = self.path.name
         for i, row in enumerate(rows):
             mb_id = matbench_id(self.task, i, n)

@@ -10,7 +10,9 @@ Attributes read (both generations): ``pos`` (N,3) Å; ``cell`` (1,3,3) Å rows =
 vectors; ``atomic_numbers`` (float or int); ``natoms``; ``tags``; ``fixed``; energy from
 ``energy`` (new) or ``y`` (old), forces from ``forces`` / ``force`` (eV/Å), ``stress``; IS2RE
 ``y_init`` / ``y_relaxed`` become targets (eV). ``pbc`` defaults to all True (OC20/OC22 slabs
-and bulks are periodic) unless the object carries ``pbc``.
+and bulks are periodic) unless the object carries ``pbc``; an object without a cell or with a
+zero cell (JMP's own MD22 / SPICE fine-tuning LMDBs) is non-periodic whatever its ``pbc`` says,
+and so is one with a singular cell and no ``pbc``.
 
 Energies: OC20 S2EF ``y`` is the *adsorption* energy (reference subtracted by preprocessing);
 OC22 objects (attribute ``oc22``) carry the DFT *total* energy. With ``total_energy=True`` and
@@ -170,8 +172,7 @@ class OC20LmdbReader(Reader):
         cell = (
             np.zeros((3, 3)) if cell is None else np.asarray(cell, dtype=np.float64).reshape(3, 3)
         )
-        pbc = attrs.get("pbc")
-        pbc = np.ones(3, dtype=bool) if pbc is None else np.asarray(pbc, dtype=bool).reshape(-1)
+        pbc = _pbc(attrs.get("pbc"), cell)
         is_oc22 = "oc22" in attrs
         energy = _first(attrs, "energy", "y")
         if energy is not None:
@@ -211,3 +212,11 @@ class OC20LmdbReader(Reader):
             source=source,
             dataset=self.dataset_override or ("oc22" if is_oc22 else "oc20"),
         )
+
+
+def _pbc(pbc, cell: np.ndarray) -> np.ndarray:
+    """(3,) bools: the object's ``pbc`` (default: all True when the cell has a volume); all False
+    for a zero cell, or a singular one with no ``pbc`` given."""
+    if not cell.any() or (pbc is None and abs(float(np.linalg.det(cell))) < 1e-9):
+        return np.zeros(3, dtype=bool)
+    return np.ones(3, dtype=bool) if pbc is None else np.asarray(pbc, dtype=bool).reshape(-1)

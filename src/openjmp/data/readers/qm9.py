@@ -1,4 +1,5 @@
-"""QM9 from the original figshare archive ``dsgdb9nsd.xyz.tar.bz2`` or its extracted folder.
+"""QM9 from the original figshare archive ``dsgdb9nsd.xyz.tar.bz2`` (any name: detected by
+content), its extracted folder, or a single QM9 ``.xyz`` file.
 
 Each ``dsgdb9nsd_NNNNNN.xyz``: line 1 ``na``; line 2 ``gdb <i>`` + 15 properties; then ``na``
 lines ``El x y z q`` (Å, Mulliken charge e); frequencies; SMILES; InChI. Numbers may use
@@ -32,7 +33,6 @@ Source ids: ``"<archive or folder>:<member name>"``.
 
 from __future__ import annotations
 
-import re
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,7 +62,6 @@ PROPERTIES: tuple[tuple[str, float, str], ...] = (
     ("Cv", 1.0, "cal/(mol*K)"),
 )
 
-_NAME = re.compile(r"dsgdb9nsd_(\d+)\.xyz$")
 
 
 def qm9_float(token: str) -> float:
@@ -152,6 +151,9 @@ class QM9Reader(Reader):
             for file in files:
                 yield file.name, file.read_text()
             return
+        if self.path.suffix.lower() == ".xyz":  # one molecule
+            yield self.path.name, self.path.read_text(errors="replace")
+            return
         try:
             tar = tarfile.open(self.path, "r:*")
         except (tarfile.TarError, OSError, EOFError) as exc:
@@ -159,7 +161,7 @@ class QM9Reader(Reader):
         with tar:
             try:
                 for member in tar:
-                    if member.isfile() and _NAME.search(member.name):
+                    if member.isfile() and member.name.endswith(".xyz"):
                         yield member.name, tar.extractfile(member).read().decode("utf-8", "replace")
             except (tarfile.TarError, OSError, EOFError) as exc:
                 raise DataFormatError(f"{self.path}: truncated or corrupt archive: {exc}") from exc
@@ -167,14 +169,13 @@ class QM9Reader(Reader):
     def _items(self) -> Iterator[ReaderItem]:
         for member, text in self._members():
             where = f"{self.path}:{member}"
-            match = _NAME.search(member)
-            if match and int(match.group(1)) in self.excluded:
-                self.skip("uncharacterized")
-                continue
             try:
-                _, record = parse_xyz(text, where)
+                index, record = parse_xyz(text, where)
             except DataFormatError as exc:
                 self.bad("bad_record", str(exc))
+                continue
+            if index in self.excluded:  # the gdb index of line 2, whatever the file is called
+                self.skip("uncharacterized")
                 continue
             record.source = f"{self.path.name}:{Path(member).name}"
             yield ReaderItem(None, record)

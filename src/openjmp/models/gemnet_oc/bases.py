@@ -6,7 +6,17 @@
   float32 values must be used, see the reference README).
 * Circular: real spherical harmonics with m = 0, Y_l(c) = sqrt((2l+1)/4pi) P_l(c),
   l = 0..num_spherical-1, of a clamped cosine.
-* Spherical (``legendre_outer``): Y_l(cos angle) * Y_k(cos dihedral), index l * S + k.
+* Spherical (``legendre_outer``): Y_l(cos angle) * Y_k(cos dihedral), index l * S + k. The
+  dihedral is undefined where either of its angles is 0 or pi (three collinear atoms, in every
+  crystal): there the original's float64 value, cos = 0, is used with no gradient through the
+  dihedral (:func:`cos_dihedral`), so forces stay bounded and symmetric partners cancel in float32.
+* Spherical, smooth (``legendre_outer_smooth``, for models openjmp trains): Y_l(cos angle) *
+  (sin a sin b)^k Y_k(cos dihedral), a polynomial in the unit vectors
+  (:func:`smooth_dihedral_harmonics`): continuous with bounded derivatives everywhere, including
+  collinear geometries, like real spherical harmonics (sin^|m|). docs/forces.md.
+* Radial cutoffs: every radial basis divides by ``absolute_rbf_cutoff`` (the original, 12 Å for
+  every graph), or, with ``rbf_cutoffs``, by the cutoff of the graph its distances come from, so
+  each edge's messages vanish smoothly as it leaves its graph (energy continuous in MD).
 
 :class:`Bases` registers its submodules in the order of the original (which fixes the
 parameter order, and hence the EMA order of published checkpoints), including the shared
@@ -61,7 +71,8 @@ class GaussianBasis(nn.Module):
 
 
 class RadialBasis(nn.Module):
-    """envelope(d / cutoff) * gaussians(d / cutoff): (E,) Å -> (E, num_radial)."""
+    """envelope(d / cutoff) * gaussians(d / cutoff): (E,) Å -> (E, num_radial); exactly 0 with
+    zero first and second derivatives at d = cutoff."""
 
     def __init__(self, num_radial: int, absolute_cutoff: float, envelope_exponent: int = 5):
         super().__init__()
@@ -117,11 +128,48 @@ def inner_product_clamped(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch.sum(x * y, dim=-1).clamp(min=-1.0, max=1.0)
 
 
-def dihedral_angle(u: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """atan2(max(|u x w|, 1e-9), u . w) in [0, pi] (the 1e-9 floor matters, see README)."""
+def degenerate_tolerance(dtype: torch.dtype) -> float:
+    """sqrt(machine epsilon) of ``dtype``: the sine of an angle below which ``dtype`` cannot
+    resolve the plane that angle spans (float32 3.5e-4, float64 1.5e-8)."""
+    return math.sqrt(torch.finfo(dtype).eps)
+
+
+def cos_dihedral(u: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """cos of the dihedral between the planes with normals ``u`` and ``w`` (Q, 3), each a cross
+    product of two unit vectors (so |u| = sin of that angle), as the original computes it:
+    cos(atan2(max(|u x w|, 1e-9), u . w)).
+
+    Where |u| or |w| is below :func:`degenerate_tolerance` (an angle of 0 or pi: collinear atoms)
+    the dihedral is undefined, float32 gives round-off noise, and the original's derivative is
+    O(1e9); there the value is the original's exact-arithmetic one, cos = 0 (theta = pi/2), held
+    constant. Elsewhere values equal the original and derivatives are bounded by ~1/tolerance.
+    """
+    tol = degenerate_tolerance(u.dtype)
+    degenerate = (u.norm(dim=-1) < tol) | (w.norm(dim=-1) < tol)
     x = torch.sum(u * w, dim=-1)
     y = torch.linalg.cross(u, w, dim=-1).norm(dim=-1).clamp(min=1e-9)
-    return torch.atan2(y, x)
+    cos = torch.cos(torch.atan2(y, x))
+    return torch.where(degenerate, torch.zeros_like(cos), cos)
+
+
+def smooth_dihedral_harmonics(u: torch.Tensor, w: torch.Tensor, num_spherical: int
+                              ) -> torch.Tensor:
+    """(|u| |w|)^k Y_k(cos dihedral), k = 0..num_spherical-1: (Q, 3), (Q, 3) -> (Q, S).
+
+    With unit-vector cross products, |u| |w| = sin a sin b, and with x = u . w = sin a sin b cos
+    phi and s2 = |u|^2 |w|^2 the Legendre recurrence becomes a polynomial one:
+    Q_0 = 1, Q_1 = x, k Q_k = (2k-1) x Q_{k-1} - (k-1) s2 Q_{k-2} (Q_k = s^k P_k(cos phi)).
+    No division, no angle: smooth everywhere, and every k >= 1 term vanishes where the dihedral
+    is undefined (collinear atoms)."""
+    x = torch.sum(u * w, dim=-1)
+    s2 = torch.sum(u * u, dim=-1) * torch.sum(w * w, dim=-1)
+    polys = [torch.ones_like(x)]
+    if num_spherical > 1:
+        polys.append(x)
+    for k in range(2, num_spherical):
+        polys.append(((2 * k - 1) * x * polys[k - 1] - (k - 1) * s2 * polys[k - 2]) / k)
+    pref = [math.sqrt((2 * k + 1) / (4 * math.pi)) for k in range(num_spherical)]
+    return torch.stack([p * c for p, c in zip(polys, pref)], dim=-1)
 
 
 def _padded_dihedral_basis(y_theta: torch.Tensor, q) -> torch.Tensor:
@@ -165,19 +213,22 @@ class Bases(nn.Module):
         c = config
         exponent = int(c.envelope.get("exponent", 5))
         ns = c.num_spherical
+        self.smooth_dihedral = c.sbf_name == "legendre_outer_smooth"
 
-        def radial() -> RadialBasis:
-            return RadialBasis(c.num_radial, c.absolute_rbf_cutoff, exponent)
+        def radial(graph: str) -> RadialBasis:
+            """Radial basis of the distances of ``graph`` (its cutoff with ``rbf_cutoffs``)."""
+            cutoff = c.rbf_cutoffs[graph] if c.rbf_cutoffs else c.absolute_rbf_cutoff
+            return RadialBasis(c.num_radial, cutoff, exponent)
 
         # registration order = the original's (parameter order of published checkpoints)
-        self.radial_basis = radial()
-        radial_spherical = radial()  # shared by sbf_qint, cbf_aeint, cbf_tint
-        self.cbf_basis_qint = CircularBasisLayer(ns, radial())
+        self.radial_basis = radial("main")
+        radial_spherical = radial("main")  # shared by sbf_qint, cbf_aeint, cbf_tint
+        self.cbf_basis_qint = CircularBasisLayer(ns, radial("qint"))
         self.sbf_basis_qint = SphericalBasisLayer(ns, radial_spherical)
-        self.radial_basis_aeaint = radial()
+        self.radial_basis_aeaint = radial("a2ee2a")
         self.cbf_basis_aeint = CircularBasisLayer(ns, radial_spherical)
-        self.cbf_basis_eaint = CircularBasisLayer(ns, radial())
-        self.radial_basis_aint = radial()
+        self.cbf_basis_eaint = CircularBasisLayer(ns, radial("a2ee2a"))
+        self.radial_basis_aint = radial("a2a")
         self.cbf_basis_tint = CircularBasisLayer(ns, radial_spherical)
 
         self.mlp_rbf_qint = Dense(c.num_radial, c.emb_size_rbf)
@@ -216,13 +267,16 @@ class Bases(nn.Module):
         v_ba_out = g.qint_vector[q.triplet_out.in_]
         cos_cab = inner_product_clamped(v_ca, v_ba_out)
         cross_ca = torch.linalg.cross(v_ca, v_ba_out, dim=-1)[q.trip_out_to_quad]
-        theta = dihedral_angle(cross_ca, cross_db)
         rad_cqint, cir_qint = self.cbf_basis_qint(g.qint_distance, cos_abd)
         # legendre_outer = Y_l(cos_cab) Y_k(cos theta): kept factorised (outer product never
         # materialised per quadruplet; see interaction.quadruplet_aggregate)
         rad_sqint = self.sbf_basis_qint.radial_basis(g.main_distance)
         y_cab = legendre_harmonics(cos_cab, self.sbf_basis_qint.num_spherical)
-        y_theta = legendre_harmonics(torch.cos(theta), self.sbf_basis_qint.num_spherical)
+        if self.smooth_dihedral:
+            y_theta = smooth_dihedral_harmonics(cross_ca, cross_db, self.sbf_basis_qint.num_spherical)
+        else:
+            y_theta = legendre_harmonics(cos_dihedral(cross_ca, cross_db),
+                                         self.sbf_basis_qint.num_spherical)
 
         # atom-to-edge
         ta = g.trip_a2e

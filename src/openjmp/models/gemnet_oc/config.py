@@ -69,11 +69,41 @@ class GemNetOCConfig(BaseModel):
     otf_graph: bool = False
     scale_file: str | None = None
     absolute_rbf_cutoff: float = 12.0
+    #: per-graph radial cutoffs (Å; keys main, a2ee2a, qint, a2a), an openjmp extension: each
+    #: graph's radial basis vanishes at its own cutoff, so the energy is continuous as atoms
+    #: cross it. None (the original, published JMP-S/L): every basis uses absolute_rbf_cutoff,
+    #: which is not zero at the graph cutoffs. Models with it must be given graphs built with
+    #: exactly these cutoffs (and caps that do not truncate); docs/forces.md.
+    rbf_cutoffs: dict[Literal["main", "a2ee2a", "qint", "a2a"], float] | None = None
     learnable_rbf: bool = False
     learnable_rbf_stds: bool = False
     unique_basis_per_layer: bool = False
     dropout: float | None = None
     edge_dropout: float | None = None
+
+    @property
+    def sbf_name(self) -> str:
+        """``legendre_outer`` (the original) or ``legendre_outer_smooth`` (docs/forces.md)."""
+        return (self.sbf.get("name") or "").lower()
+
+    @property
+    def is_smooth(self) -> bool:
+        """Smooth dihedral basis and per-graph radial cutoffs: energies continuous in MD."""
+        return self.sbf_name == "legendre_outer_smooth" and self.rbf_cutoffs is not None
+
+    def check_graph_cutoffs(self, cutoffs: dict[str, float], source: str = "graph settings") -> None:
+        """Raise ValueError when a model with ``rbf_cutoffs`` is given graphs of other cutoffs
+        (``cutoffs``: Å per graph name, e.g. ``GOCGraphSettings.cutoffs``): a shorter graph cuts
+        edges whose messages have not vanished (the energy jumps), a longer one only costs
+        time. Models without ``rbf_cutoffs`` (the original) accept any cutoffs."""
+        if self.rbf_cutoffs is None:
+            return
+        wrong = {g: (float(cutoffs[g]), float(c)) for g, c in self.rbf_cutoffs.items()
+                 if g in cutoffs and abs(float(cutoffs[g]) - float(c)) > 1e-9}
+        if wrong:
+            detail = ", ".join(f"{g} {have:g} Å (model: {want:g} Å)" for g, (have, want) in wrong.items())
+            raise ValueError(f"{source}: graph cutoffs differ from the model's rbf_cutoffs: {detail}; "
+                             f"use the model's own graph settings (docs/forces.md)")
 
     def check_supported(self) -> None:
         """Raise ValueError for options this implementation does not provide."""
@@ -86,8 +116,13 @@ class GemNetOCConfig(BaseModel):
             problems.append(f"envelope={self.envelope} (only polynomial)")
         if (self.cbf.get("name") or "").lower() != "spherical_harmonics":
             problems.append(f"cbf={self.cbf} (only spherical_harmonics)")
-        if (self.sbf.get("name") or "").lower() != "legendre_outer":
-            problems.append(f"sbf={self.sbf} (only legendre_outer)")
+        if self.sbf_name not in ("legendre_outer", "legendre_outer_smooth"):
+            problems.append(f"sbf={self.sbf} (only legendre_outer, legendre_outer_smooth)")
+        if self.rbf_cutoffs is not None:
+            missing = {"main", "a2ee2a", "qint", "a2a"} - set(self.rbf_cutoffs)
+            if missing or any(not v > 0 for v in self.rbf_cutoffs.values()):
+                problems.append(f"rbf_cutoffs={self.rbf_cutoffs} (needs positive main, a2ee2a, "
+                                f"qint and a2a cutoffs)")
         if not (self.quad_interaction and self.atom_edge_interaction
                 and self.edge_atom_interaction and self.atom_interaction):
             problems.append("all four interactions (quad, atom_edge, edge_atom, atom) must be on")
