@@ -1,13 +1,18 @@
 """ASE calculator for openjmp model files: ``atoms.calc = JMPCalculator("model.pt")``.
 
-Energies (eV), forces (eV/Å) and, for fully periodic structures, stress (eV/Å³, ASE sign and
-Voigt order xx yy zz yz xz xy) of one energy head of an openjmp model file, via
-:class:`openjmp.inference.Predictor` (the same code path as ``openjmp predict``).
+Energies (eV), per-atom energies (``energies``, so ``atoms.get_potential_energies()`` works),
+forces (eV/Å) and, for fully periodic structures, stress (eV/Å³, ASE sign and Voigt order xx yy
+zz yz xz xy) of one energy head of an openjmp model file, and the values of its scalar /
+classification heads under their head names, via :class:`openjmp.inference.Predictor` (the same
+code path as ``openjmp predict``; both use :mod:`openjmp.models.outputs`).
 
 * Head: a fine-tuned ``energy_forces`` head by default, else the first ``pretrain`` head, or the
-  one named by ``head``; a wrong name lists the heads; a file without an energy head is refused.
-* Forces: gradient (−dE/dx) by default, so MD conserves energy; ``forces="direct"`` uses a
-  pre-training head's direct-force MLP instead (not conservative).
+  one named by ``head``; a wrong name lists the heads. A file without an energy head (fine-tuned
+  on properties only) gives its properties (``calc.get_property("gap", atoms)``); asking it for
+  energy, forces or stress raises :class:`NoEnergyHeadError`.
+* Forces: −dE/dx (conservative, so MD conserves energy) by default, as ``openjmp predict``,
+  ``md`` and ``relax``; ``forces="direct"`` uses the head's direct-force MLP (``pretrain`` heads,
+  heads fine-tuned with direct forces), which is not conservative.
 * Reuse between calls: the model is loaded once; when only positions change the graphs are
   rebuilt (neighbours change) but nothing else; when nothing changed ASE's cache answers.
   Stress is computed in the same backward pass when asked for.
@@ -15,10 +20,10 @@ Voigt order xx yy zz yz xz xy) of one energy head of an openjmp model file, via
   ``unknown_elements="error"``); NaN positions raise
   :class:`~openjmp.data.record.InvalidStructureError`.
 
-Note: GemNet-OC's radial envelope is at ``absolute_rbf_cutoff`` (12 Å) while the graph cutoff
-and neighbour cap come from the head; an edge entering or leaving the graph (cutoff < 12 Å or the
-max_neighbors cap reached) makes the energy jump slightly. Molecules smaller than the cutoff are
-unaffected.
+Smoothness: models with the smooth basis (``openjmp-mini``; docs/forces.md) have continuous
+energies; with the original JMP-S/L basis the radial envelope ends at 12 Å whatever the graph
+cutoff, so an edge crossing a smaller cutoff makes the energy jump. Where a neighbour cap cuts a
+graph, the calculator warns once with the numbers.
 """
 
 from __future__ import annotations
@@ -31,7 +36,13 @@ import torch
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
 from openjmp.data.record import AtomsRecord
-from openjmp.inference import Predictor, resolve_dtype
+from openjmp.inference import ENERGY_KINDS, HeadError, Predictor, heads_listing, resolve_dtype
+
+ENERGY_PROPERTIES = ("energy", "free_energy", "energies", "forces", "stress")
+
+
+class NoEnergyHeadError(HeadError, PropertyNotImplementedError):
+    """Energy, forces or stress asked of a model file without an energy head."""
 
 
 class JMPCalculator(Calculator):
@@ -43,17 +54,17 @@ class JMPCalculator(Calculator):
         device: torch device.
         dtype: ``"float32"`` or ``"float64"`` (use float64 for tight energy conservation).
         unknown_elements: ``"warn"`` (default), ``"error"`` or ``"ignore"``.
-        forces: ``"gradient"`` (default) or ``"direct"``.
+        forces: ``"gradient"`` (−dE/dx, the default when None) or ``"direct"``.
         compile: run the backbone through ``torch.compile`` (off by default; see
             ``benchmarks/inference.py``).
         use_ema: use the file's EMA weights when present.
     """
 
-    implemented_properties = ["energy", "free_energy", "forces", "stress"]
+    implemented_properties = list(ENERGY_PROPERTIES)  # + the property heads' names (per instance)
 
     def __init__(self, checkpoint: str | Path, head: str | None = None, device: str = "cpu",
                  dtype: str | torch.dtype = "float32", unknown_elements: str = "warn",
-                 forces: str = "gradient", compile: bool = False, use_ema: bool = True,
+                 forces: str | None = None, compile: bool = False, use_ema: bool = True,
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         from openjmp.models.registry import load_model
@@ -65,10 +76,19 @@ class JMPCalculator(Calculator):
                                    unknown_elements=unknown_elements, compile=compile)
         self.head = self.predictor.head_name
         self.model_file = model_file
+        self.implemented_properties = list(ENERGY_PROPERTIES) + [
+            ph.name for ph in self.predictor.property_heads if ph.name not in ENERGY_PROPERTIES]
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
+        p = self.predictor
+        asked = [k for k in properties if k in ENERGY_PROPERTIES]
+        if asked and p.head_name is None:
+            raise NoEnergyHeadError(
+                f"{', '.join(asked)}: the model file {self.checkpoint.name} has no energy head "
+                f"({', '.join(ENERGY_KINDS)}), only {heads_listing(self.model_file.heads)}; its "
+                f"properties: {', '.join(ph.name for ph in p.property_heads)}")
         want_stress = "stress" in properties
         if want_stress and not atoms.pbc.all():
             raise PropertyNotImplementedError(
@@ -81,15 +101,17 @@ class JMPCalculator(Calculator):
             tags=atoms.get_tags() if np.any(atoms.get_tags() != 0) else None,
             source="ase-calculator",
         )
-        p = self.predictor
         p.stress = want_stress
         try:
             result = p.predict_batch([record])
         finally:
             p.stress = False
-        energy = float(result["energy"][0])
-        self.results["energy"] = energy
-        self.results["free_energy"] = energy
+        if "energy" in result:
+            energy = float(result["energy"][0])
+            self.results["energy"] = energy
+            self.results["free_energy"] = energy
+        if "energies" in result:
+            self.results["energies"] = result["energies"].double().numpy().copy()
         if "forces" in result:
             self.results["forces"] = result["forces"].double().numpy().copy()
         if want_stress:

@@ -15,7 +15,7 @@ from inference_helpers import slab, triclinic_bulk, water_dimer, write_model_fil
 
 from openjmp.calculator import JMPCalculator
 from openjmp.data.record import InvalidStructureError
-from openjmp.inference import HeadError, UnknownElementError
+from openjmp.inference import HeadError, UnknownElementError, load_predictor
 
 
 @pytest.fixture(scope="module")
@@ -156,9 +156,10 @@ def test_head_selection_and_errors(tmp_path, model_path):
     with pytest.raises(HeadError, match="no energy head"):
         JMPCalculator(no_energy)
     pre = write_model_file(tmp_path / "pre.pt", kind="pretrain", cutoff=5.0)
+    # default force mode: -dE/dx (conservative) for every head kind, as openjmp predict
     calc = JMPCalculator(pre)
     assert calc.head == "oc20"
-    assert calc.predictor.forces == "gradient"
+    assert calc.predictor.forces == "gradient" == load_predictor(pre).forces  # = openjmp predict
     direct = JMPCalculator(pre, forces="direct")
     atoms = water_dimer()
     atoms.calc = direct

@@ -78,14 +78,14 @@ def test_freezing_and_zero_backbone_lr_change_only_the_heads(ft_data, tmp_path):
 @pytest.mark.parametrize("reduction", ["sum", "mean", "max"])
 def test_scalar_head_reductions(ft_data, reduction):
     from openjmp.data.readers import read
-    from openjmp.training.data import GraphDataset, collate_graph_batch, graph_settings
+    from openjmp.training.data import GraphDataset, collate_graph_batch
     from openjmp.training.finetune import FinetuneModule
 
     cfg = load_config(FinetuneConfig, data=cfg_dict(ft_data, targets=[{"name": "size", "kind": "scalar", "reduction": reduction}]))
     model, _ = build_finetune_model(cfg)
     module = FinetuneModule(cfg.model_dump(mode="json"), model, {"size": {"mean": 0.0, "std": 1.0}})
     records = [r for _, r in read(ft_data / "mols.extxyz", format="ase")][:3]
-    ds = GraphDataset(records, graph_settings(4.0, cfg.data.graph.per_graph()))
+    ds = GraphDataset(records, cfg.data.graph.model_copy(update={"cutoff": 4.0}).settings())
     batch = collate_graph_batch([ds[i] for i in range(3)]).to(dtype=torch.float32)
     with torch.no_grad():
         got = module.forward_targets(batch, training=False)["size"]["value_norm"]

@@ -10,10 +10,11 @@ from itertools import islice
 from pathlib import Path
 
 import pytest
+import yaml
 
 from openjmp.configuration import load_config
 from openjmp.data.readers import read
-from openjmp.training.config import resolve_path
+from openjmp.training.config import GraphConfig, resolve_path
 from openjmp.training.finetune_config import FinetuneConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -147,7 +148,10 @@ def test_mini_config_data_exists_and_has_the_target(path):
     cfg = load(path)
     assert cfg.data.path.exists(), cfg.data.path
     assert cfg.init.kind == "pretrained" and cfg.init.checkpoint == "openjmp-mini"
-    assert (cfg.data.graph.cutoff, cfg.data.graph.max_neighbors) == (6.0, 20)
+    # the openjmp-mini model's own graphs: its per-graph radial cutoffs, caps that do not cut
+    mini = yaml.safe_load((REPO / "configs" / "pretrain" / "mini.yaml").read_text())
+    assert cfg.data.graph.settings().cutoffs == mini["model"]["backbone"]["rbf_cutoffs"]
+    assert cfg.data.graph.settings() == GraphConfig(**mini["datasets"][0]["graph"]).settings()
     assert cfg.trainer.max_steps <= 1000 and cfg.data.batch_size <= 16
     # the first few records carry what the targets need (catches a misspelt target key)
     records = [item.record for item in islice(read(cfg.data.path, cfg.data.format, **cfg.data.reader_options), 3)]

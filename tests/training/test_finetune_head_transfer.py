@@ -85,9 +85,9 @@ def test_copied_heads_compute_the_pretraining_heads_function(ht_data):
 
 
 def _dataset(cfg, model, records):
-    from openjmp.training.data import GraphDataset, graph_settings
+    from openjmp.training.data import GraphDataset
 
-    settings = graph_settings(cfg.data.graph.cutoff, cfg.data.graph.per_graph())
+    settings = cfg.data.graph.settings()
     return GraphDataset(records, settings, 0, tuple(model.config.qint_tags))
 
 

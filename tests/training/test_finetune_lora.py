@@ -9,6 +9,7 @@ from finetune_helpers import tiny_finetune_config, write_emt_molecules, write_ti
 
 from openjmp.configuration import load_config
 from openjmp.models.lora import LoRAConfig, apply_lora, lora_parameter_names, merge_lora
+from openjmp.training.config import GraphConfig
 from openjmp.training.finetune_config import FinetuneConfig
 
 
@@ -23,10 +24,10 @@ def lora_data(tmp_path_factory):
 
 def _batch(folder, n=3, dtype=torch.float64):
     from openjmp.data.readers import read
-    from openjmp.training.data import GraphDataset, collate_graph_batch, graph_settings
+    from openjmp.training.data import GraphDataset, collate_graph_batch
 
     records = [r for _, r in read(folder / "mols.extxyz", format="ase")][:n]
-    ds = GraphDataset(records, graph_settings(4.0, {"main": 10, "a2ee2a": 6, "qint": 3, "a2a": 30}))
+    ds = GraphDataset(records, GraphConfig(cutoff=4.0, max_neighbors=10, max_neighbors_a2ee2a=6, max_neighbors_qint=3, max_neighbors_a2a=30).settings())
     return collate_graph_batch([ds[i] for i in range(n)]).to(dtype=dtype)
 
 

@@ -12,7 +12,7 @@ from openjmp.data.graphs.goc import GOCGraphSettings, build_goc_graphs
 from openjmp.data.record import AtomsRecord
 from openjmp.inference import graph_settings_of
 from openjmp.training.config import GraphConfig
-from openjmp.training.data import GraphDataset, graph_settings
+from openjmp.training.data import GraphDataset
 from openjmp.training.finetune import heads_metadata
 from openjmp.training.finetune_config import FinetuneConfig
 
@@ -29,12 +29,17 @@ def _edges_per_target(g) -> np.ndarray:
     return np.bincount(g.main.edge_index[1].numpy())
 
 
-def test_per_graph_follows_the_rules():
-    g = GraphConfig(cutoff=12.0, max_neighbors=30, max_neighbors_by_natoms=[[200, 10], [300, 5]])
-    assert g.per_graph()["main"] == 30
-    assert g.per_graph(200)["main"] == 30  # "above 200 atoms": strictly more
-    assert g.per_graph(201) == {"main": 10, "a2ee2a": 6, "qint": 2, "a2a": 333}
-    assert g.per_graph(301) == {"main": 5, "a2ee2a": 3, "qint": 1, "a2a": 166}
+def _caps(settings) -> dict[str, int]:
+    return {"main": settings.max_neighbors_main, "a2ee2a": settings.max_neighbors_aeaint,
+            "qint": settings.max_neighbors_qint, "a2a": settings.max_neighbors_aint}
+
+
+def test_caps_per_structure_size_follow_the_rules():
+    s = GraphConfig(cutoff=12.0, max_neighbors=30, max_neighbors_by_natoms=[[200, 10], [300, 5]]).settings()
+    assert _caps(s)["main"] == 30
+    assert _caps(s.for_natoms(200))["main"] == 30  # "above 200 atoms": strictly more
+    assert _caps(s.for_natoms(201)) == {"main": 10, "a2ee2a": 6, "qint": 2, "a2a": 333}
+    assert _caps(s.for_natoms(301)) == {"main": 5, "a2ee2a": 3, "qint": 1, "a2a": 166}
 
 
 @pytest.mark.parametrize("rules, message", [
@@ -62,7 +67,7 @@ def test_settings_validate_rejects_unsorted_rules():
 
 def test_graphs_use_the_cap_of_each_structure():
     cfg = GraphConfig(cutoff=6.0, max_neighbors=12, max_neighbors_by_natoms=[[10, 6], [20, 3]])
-    settings = graph_settings(cfg.cutoff, cfg.per_graph(), cfg.max_neighbors_by_natoms)
+    settings = cfg.settings()
     records = [_cluster(8, 0), _cluster(15, 1), _cluster(25, 2)]
     dataset = GraphDataset(records, settings)
     for i, (r, expected_cap) in enumerate(zip(records, (12, 6, 3))):
@@ -75,7 +80,7 @@ def test_graphs_use_the_cap_of_each_structure():
         counts = _edges_per_target(got)
         assert counts.max() == min(expected_cap, r.natoms - 1)
     # without the rules the largest structure keeps 12 neighbours per atom
-    plain = graph_settings(cfg.cutoff, cfg.per_graph())
+    plain = cfg.model_copy(update={"max_neighbors_by_natoms": None}).settings()
     assert _edges_per_target(GraphDataset(records[2:], plain).graphs(0)).max() == 12
 
 
@@ -90,7 +95,7 @@ def test_model_file_head_graph_reproduces_the_rules(tmp_path):
     settings, pbc = graph_settings_of(head)
     assert pbc is True
     assert settings.max_neighbors_by_natoms == ((200, 10), (300, 5))
-    assert settings == graph_settings(12.0, cfg.data.graph.per_graph(), cfg.data.graph.max_neighbors_by_natoms)
+    assert settings == cfg.data.graph.settings()
     assert settings.for_natoms(250).max_neighbors_main == 10
     assert settings.for_natoms(301).max_neighbors_aint == 166
     assert settings.for_natoms(200) is settings

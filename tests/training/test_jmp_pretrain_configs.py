@@ -36,7 +36,8 @@ def test_jmp_config_holds_the_paper_recipe(name, no_data):
     assert [d.graph.cutoff for d in cfg.datasets] == [12, 12, 8, 8]
     assert [d.graph.pbc for d in cfg.datasets] == [True, True, False, False]
     for d in cfg.datasets:
-        assert d.graph.per_graph() == {"main": 30, "a2ee2a": 20, "qint": 8, "a2a": 1000}
+        s = d.graph.settings()
+        assert (s.max_neighbors_main, s.max_neighbors_aeaint, s.max_neighbors_qint, s.max_neighbors_aint) == (30, 20, 8, 1000)
         assert d.format == "store" and "${JMP_DATA}" in str(d.path)
     # normalisation: JMP's published constants (the packaged table), mean 0
     published = {t["name"]: t for t in published_pretrain_tasks()}

@@ -90,7 +90,7 @@ def test_finetune_export_predict_and_evaluate_use_the_readout(r2_data, tmp_path)
     from openjmp.data.collate import collate
     from openjmp.data.readers import read
     from openjmp.inference import load_predictor
-    from openjmp.training.evaluate import _property_only_predictions
+    from openjmp.training.evaluate import collect_predictions
     from openjmp.training.finetune import run_finetuning
     from openjmp.training.finetune_config import FinetuneConfig
 
@@ -120,8 +120,8 @@ def test_finetune_export_predict_and_evaluate_use_the_readout(r2_data, tmp_path)
     pred = predictor.predict_batch(records)["properties"]["r2"].numpy()
     pred_shifted = predictor.predict_batch(shifted)["properties"]["r2"].numpy()
     assert pred_shifted == pytest.approx(pred, rel=1e-8, abs=1e-8)
-    # the property-only evaluation path gives the same values
-    only = _property_only_predictions(model_path, records, "float64", 2000)["properties"]["r2"]["pred"]
+    # the evaluation path (the same Predictor) gives the same values
+    only = collect_predictions(model_path, records, dtype="float64")["properties"]["r2"]["pred"]
     assert only == pytest.approx(pred.tolist(), rel=1e-8, abs=1e-8)
 
     # and they are std · Σ_i q_i |r_i - r_cm|² with q_i the head's per-atom output

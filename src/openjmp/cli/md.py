@@ -21,6 +21,8 @@ def add_model_args(p) -> None:
     p.add_argument("--head", help="energy head name (default: fine-tuned energy head)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float64")
+    p.add_argument("--forces", choices=["gradient", "direct"], default=None,
+                   help="force mode (default: gradient, -dE/dx, conservative, as openjmp predict; direct: the head's force MLP, not conservative)")
     p.add_argument("--unknown-elements", choices=["warn", "error", "ignore"], default="warn")
 
 
@@ -32,7 +34,8 @@ def load_atoms_with_calculator(args):
     index = int(args.index) if args.index.lstrip("-").isdigit() else args.index
     atoms = ase.io.read(str(args.structure), index=index)
     atoms.calc = JMPCalculator(args.checkpoint, head=args.head, device=args.device,
-                               dtype=args.dtype, unknown_elements=args.unknown_elements)
+                               dtype=args.dtype, unknown_elements=args.unknown_elements,
+                               forces=getattr(args, "forces", None))
     return atoms
 
 

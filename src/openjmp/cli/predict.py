@@ -3,8 +3,10 @@
 Reads any supported format (``openjmp.data.readers``: extxyz, ASE db, LMDB, HDF5, ...), predicts
 with one head of an openjmp model file in batches bounded by ``--max-atoms``, and writes extxyz
 (or an ASE database when OUTPUT ends in .db): predictions are the structure's calculator
-results (energy, free_energy, forces, stress for fully periodic structures), properties of
-scalar / classification heads go to ``atoms.info[name]``. Labels the input carried are kept as
+results (energy, free_energy, per-atom energies, forces, stress for fully periodic structures),
+properties of scalar / classification heads go to ``atoms.info[name]``. A model file without an
+energy head (fine-tuned on properties only) writes its properties alone. Forces follow the
+head's own convention (as the ASE calculator) unless ``--forces`` says otherwise. Labels the input carried are kept as
 ``ref_energy`` / ``ref_stress`` (info) and ``ref_forces`` (per-atom array). The output is written
 to a temporary file and moved into place.
 """
@@ -30,7 +32,7 @@ def register(subparsers, verb: str, help_text: str) -> None:
     p.add_argument("--split", help="only records of this split (readers that define splits)")
     p.add_argument("--max-atoms", type=int, default=2000, help="atoms per batch (memory bound)")
     p.add_argument("--forces", choices=["gradient", "direct"], default=None,
-                   help="force mode (default: the head's own convention)")
+                   help="force mode (default: gradient, -dE/dx, conservative; direct: the head's force MLP)")
     p.add_argument("--no-stress", action="store_true", help="skip stress of periodic structures")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
@@ -57,9 +59,12 @@ def prediction_atoms(record, item: dict):
         if name in atoms.info:
             atoms.info[f"ref_{name}"] = atoms.info.pop(name)
         atoms.info[name] = value
-    results = {"energy": item["energy"], "free_energy": item["energy"]}
-    if "forces" in item:
-        results["forces"] = item["forces"]
+    results = {}
+    if "energy" in item:
+        results = {"energy": item["energy"], "free_energy": item["energy"]}
+    for key in ("energies", "forces"):
+        if key in item:
+            results[key] = item[key]
     if "stress" in item:
         results["stress"] = full_3x3_to_voigt_6_stress(item["stress"])
     atoms.calc = SinglePointCalculator(atoms, **results)
@@ -144,5 +149,5 @@ def run(args) -> int:
     finally:
         writer.close(ok)
     console.print(f"{count} structures ({atoms_done} atoms) -> {out} "
-                  f"[head {predictor.head_name}, forces {predictor.forces}]")
+                  f"[head {predictor.head_name or 'none (properties only)'}, forces {predictor.forces}]")
     return 0

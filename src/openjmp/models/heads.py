@@ -1,4 +1,4 @@
-"""Output heads on top of the GemNet-OC backbone, and gradient forces / stress.
+"""Output heads on top of the GemNet-OC backbone and their per-structure readouts.
 
 MLP heads are ``nn.Sequential(Linear, ScaledSiLU, Linear, ..., Linear(-> out))`` with
 ``num_mlps`` linear layers (state-dict indices 0, 2, 4, ...), as in JMP:
@@ -9,10 +9,8 @@ MLP heads are ``nn.Sequential(Linear, ScaledSiLU, Linear, ..., Linear(-> out))``
 
 Energy: per-atom head output reduced per structure (sum; mean/max available).
 Direct forces: per-edge scalar times the unit edge vector ``V_st``, summed onto the edge target.
-Gradient forces: -dE/dpos. Stress: (1/V) dE/dε where positions and cell are both multiplied on
-the right by (I + sym(ε)) (:func:`apply_strain`); this is ASE's sign convention
-(``atoms.get_stress()`` = (1/V) dE/dε; positive = tensile), and it equals the reference
-fixture's ``stress_finetune = dE_dstrain / V``. Units: energy unit / Å³ (eV/Å³ for eV models).
+Gradient forces, stress, normalisation to physical units and the whole output path (which
+every caller uses) are in :mod:`openjmp.models.outputs`.
 """
 
 from __future__ import annotations
@@ -93,39 +91,3 @@ def direct_forces(head: nn.Module, x_F: torch.Tensor, V_st: torch.Tensor, idx_t:
     """Forces (N, 3): sum over edges into each atom of head(x_F) * V_st."""
     scalar = head(x_F)  # (E, 1)
     return V_st.new_zeros((num_atoms, 3)).index_add_(0, idx_t, scalar * V_st)
-
-
-def apply_strain(pos: torch.Tensor, cell: torch.Tensor, batch: torch.Tensor
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Strained geometry for stress: returns (pos', cell', eps) with eps (B, 3, 3) zeros that
-    require grad, pos' = pos (I + sym eps) per structure and cell' = cell (I + sym eps)."""
-    num_structures = cell.shape[0]
-    eps = torch.zeros((num_structures, 3, 3), dtype=pos.dtype, device=pos.device,
-                      requires_grad=True)
-    deform = torch.eye(3, dtype=pos.dtype, device=pos.device) + 0.5 * (eps + eps.transpose(1, 2))
-    pos_s = torch.bmm(pos.unsqueeze(1), deform[batch]).squeeze(1)
-    return pos_s, torch.bmm(cell, deform), eps
-
-
-def cell_volume(cell: torch.Tensor) -> torch.Tensor:
-    """|det cell| per structure: (B, 3, 3) -> (B,)."""
-    return torch.linalg.det(cell).abs()
-
-
-def gradient_forces_and_stress(energy: torch.Tensor, pos: torch.Tensor,
-                               eps: torch.Tensor | None = None, cell: torch.Tensor | None = None,
-                               create_graph: bool = False, retain_graph: bool | None = None
-                               ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """Forces -dE/dpos (N, 3); with ``eps``/``cell``: dE/deps (B, 3, 3) and stress dE/deps / V.
-
-    ``energy`` (B,) must depend on ``pos`` (and on ``eps`` via :func:`apply_strain`).
-    """
-    inputs = [pos] if eps is None else [pos, eps]
-    grads = torch.autograd.grad(energy.sum(), inputs, create_graph=create_graph,
-                                retain_graph=retain_graph, allow_unused=True)
-    forces = -grads[0] if grads[0] is not None else torch.zeros_like(pos)
-    if eps is None:
-        return forces, None, None
-    de_deps = grads[1] if grads[1] is not None else torch.zeros_like(eps)
-    stress = de_deps / cell_volume(cell)[:, None, None]
-    return forces, de_deps, stress

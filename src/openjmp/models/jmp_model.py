@@ -11,26 +11,23 @@ load without renaming; see ``openjmp.models.gemnet_oc.keys`` for the alias keys)
   optional. (JMP's fine-tuning module calls the embedding ``embedding.weight``; the checkpoint
   loader maps it.)
 
-:meth:`JMPModel.forward` runs embedding + backbone; heads are applied with the functions of
-``openjmp.models.heads`` (see :meth:`JMPModel.predict`).
+:meth:`JMPModel.forward` runs embedding + backbone; heads are applied by
+:mod:`openjmp.models.outputs` (the one output path); :meth:`JMPModel.predict` applies every
+head at once in model units (reference fixture, tests).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
 from openjmp.models.gemnet_oc.backbone import BackboneOutput, GemNetOCBackbone
 from openjmp.models.gemnet_oc.config import GemNetOCConfig
-from openjmp.models.heads import (
-    apply_strain,
-    direct_forces,
-    energy_from_atoms,
-    gradient_forces_and_stress,
-    mlp_head,
-)
+from openjmp.models.heads import direct_forces, energy_from_atoms, mlp_head
+from openjmp.models.outputs import gradient_outputs, prepare_inputs
 
 
 class AtomEmbedding(nn.Module):
@@ -105,22 +102,14 @@ class JMPModel(nn.Module):
                 batch: torch.Tensor, graphs, num_structures: int | None = None,
                 gradient: bool = False, stress: bool = False, reduction: str = "sum",
                 create_graph: bool = False) -> Predictions:
-        """Backbone + every head. ``gradient``: -dE/dpos per head; ``stress``: also dE/dε and
-        stress (periodic structures; the graphs stay fixed, geometry is strained)."""
-        if cell.dim() == 2:
-            cell = cell.unsqueeze(0)
+        """Backbone + every head, model units, via :mod:`openjmp.models.outputs`. ``gradient``:
+        -dE/dpos per head; ``stress``: also dE/dε and stress (the graphs stay fixed, geometry is
+        strained; no periodicity mask)."""
+        inputs = prepare_inputs(pos, cell, batch, gradient, stress)
         if num_structures is None:
-            num_structures = cell.shape[0]
-        eps = None
-        pos_in, cell_in = pos, cell
-        if gradient or stress:
-            pos = pos.detach().requires_grad_(True)
-            pos_in = pos
-            if stress:
-                pos_in, cell_in, eps = apply_strain(pos, cell, batch)
-        out = self.forward(atomic_numbers, pos_in, cell_in, batch, graphs, num_structures)
+            num_structures = inputs.cell.shape[0]
+        out = self.forward(atomic_numbers, inputs.pos_in, inputs.cell_in, batch, graphs, num_structures)
         pred = Predictions(out)
-        num_atoms = atomic_numbers.shape[0]
         heads = self.heads()
         for i, (name, (e_head, f_head)) in enumerate(heads.items()):
             if e_head is not None and out.x_E is not None:
@@ -128,13 +117,48 @@ class JMPModel(nn.Module):
                 pred.energy[name], pred.energy_per_atom[name] = e, e_atom
                 if gradient or stress:
                     last = i == len(heads) - 1
-                    f, de, s = gradient_forces_and_stress(
-                        e, pos, eps if stress else None, cell, create_graph=create_graph,
-                        retain_graph=create_graph or not last)
+                    f, de, s = gradient_outputs(e, inputs, True, None, create_graph,
+                                                retain_graph=create_graph or not last)
                     pred.forces_grad[name] = f
                     if stress:
                         pred.dE_dstrain[name], pred.stress[name] = de, s
             if f_head is not None and out.x_F is not None:
                 pred.forces_direct[name] = direct_forces(f_head, out.x_F, out.V_st, out.idx_t,
-                                                         num_atoms)
+                                                         atomic_numbers.shape[0])
         return pred
+
+
+def get_module(model: nn.Module, dotted: str | None) -> nn.Module | None:
+    """``model.output.out_energy.0`` from ``"output.out_energy.0"``; None when absent."""
+    if not dotted:
+        return None
+    node: Any = model
+    for part in dotted.split("."):
+        if node is None:
+            return None
+        if isinstance(node, (nn.ModuleList, nn.Sequential)) and part.isdigit():
+            idx = int(part)
+            node = node[idx] if idx < len(node) else None
+        elif isinstance(node, nn.ModuleDict):
+            node = node[part] if part in node else None
+        else:
+            node = getattr(node, part, None)
+    return node if isinstance(node, nn.Module) else None
+
+
+def plain_activations(model: nn.Module) -> None:
+    """Make this model's ScaledSiLU modules use the plain ``silu(x) * scale`` formula (same
+    values and gradients): TorchDynamo cannot trace the fused in-place autograd.Function of
+    :class:`~openjmp.models.gemnet_oc.layers.ScaledSiLU` (torch 2.13: "lift_tracked_freevar_to_input
+    should not be called on root SubgraphTracer"). Instance-level, so other models keep the
+    fused version."""
+    import types
+
+    from openjmp.models.gemnet_oc.layers import SILU_SCALE, ScaledSiLU
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.silu(x) * SILU_SCALE
+
+    for module in model.modules():
+        if isinstance(module, ScaledSiLU):
+            module.forward = types.MethodType(forward, module)

@@ -26,6 +26,12 @@ class GraphConfig(_Strict):
     a2a 1000/30) unless given."""
 
     cutoff: float = Field(12.0, gt=0)
+    #: per-graph cutoffs (Å), default ``cutoff``; models with ``rbf_cutoffs`` need these equal
+    #: to their radial cutoffs (docs/forces.md). a2a's must be the largest.
+    cutoff_main: float | None = Field(None, gt=0)
+    cutoff_a2ee2a: float | None = Field(None, gt=0)
+    cutoff_qint: float | None = Field(None, gt=0)
+    cutoff_a2a: float | None = Field(None, gt=0)
     max_neighbors: int = Field(30, ge=1)
     max_neighbors_a2ee2a: int | None = None
     max_neighbors_qint: int | None = None
@@ -53,19 +59,12 @@ class GraphConfig(_Strict):
                              f"it cannot be combined with {explicit}")
         return self
 
-    def per_graph(self, natoms: int | None = None) -> dict[str, int]:
-        """Caps per graph (keys main, a2ee2a, qint, a2a); for a structure of ``natoms`` atoms
-        when given (``max_neighbors_by_natoms``)."""
-        n = self.max_neighbors
-        for threshold, cap in self.max_neighbors_by_natoms or []:
-            if natoms is not None and natoms > threshold:
-                n = cap
-        return {
-            "main": n,
-            "a2ee2a": self.max_neighbors_a2ee2a or int(n * 20 / 30),
-            "qint": self.max_neighbors_qint or int(n * 8 / 30),
-            "a2a": self.max_neighbors_a2a or int(n * 1000 / 30),
-        }
+    def settings(self):
+        """The data layer's :class:`~openjmp.data.graphs.goc.GOCGraphSettings` of this entry
+        (caps per structure size: ``settings().for_natoms(n)``)."""
+        from openjmp.data.graphs.goc import GOCGraphSettings
+
+        return GOCGraphSettings.from_graph_dict(self.model_dump(mode="json"))
 
 
 class NormalizationConfig(_Strict):

@@ -43,18 +43,6 @@ class GraphBatch:
         return self.data.num_structures
 
 
-def graph_settings(cutoff: float, max_neighbors: dict[str, int],
-                   max_neighbors_by_natoms=None) -> GOCGraphSettings:
-    """One cutoff for the four graphs and per-graph caps (keys main, a2ee2a, qint, a2a);
-    optional size-conditional caps [(threshold, cap), ...] applied per structure."""
-    return GOCGraphSettings(
-        cutoff_main=cutoff, cutoff_aeaint=cutoff, cutoff_qint=cutoff, cutoff_aint=cutoff,
-        max_neighbors_main=max_neighbors["main"], max_neighbors_aeaint=max_neighbors["a2ee2a"],
-        max_neighbors_qint=max_neighbors["qint"], max_neighbors_aint=max_neighbors["a2a"],
-        max_neighbors_by_natoms=tuple((int(t), int(c)) for t, c in (max_neighbors_by_natoms or ())),
-    )
-
-
 class GraphDataset(Dataset):
     """Records of one task with cached graphs. Items: (record, graphs, task_index)."""
 

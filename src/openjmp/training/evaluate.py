@@ -20,22 +20,22 @@ from openjmp.training.metrics import classification_metrics, force_metrics, regr
 
 def collect_predictions(model_path, records, head: str | None = None, dtype: str = "float32",
                         forces: str | None = None, max_atoms: int = 2000, device: str = "cpu") -> dict:
-    """Physical predictions and targets, concatenated over ``records`` (model on ``device``)."""
-    from openjmp.checkpoints.format import load_model_file
-    from openjmp.inference import ENERGY_KINDS, load_predictor, split_results
+    """Physical predictions and targets, concatenated over ``records`` (model on ``device``); a
+    model file without an energy head gives its properties only (kind ``properties``)."""
+    from openjmp.inference import load_predictor, split_results
 
-    if head is None and not any(h.get("kind") in ENERGY_KINDS for h in load_model_file(model_path).heads.values()):
-        return _property_only_predictions(model_path, records, dtype, max_atoms, device)
     predictor = load_predictor(model_path, head=head, dtype=dtype, forces=forces, unknown_elements="ignore",
                                device=device)
-    out: dict = {"head": predictor.head_name, "kind": predictor.kind, "energy": [], "energy_true": [], "natoms": [],
-                 "forces": [], "forces_true": [], "properties": {}, "property_kinds": {}}
+    out: dict = {"head": predictor.head_name, "kind": predictor.kind or "properties", "energy": [],
+                 "energy_true": [], "natoms": [], "forces": [], "forces_true": [], "properties": {},
+                 "property_kinds": {}}
     heads = predictor.heads
     for group, result in predictor.predict(records, max_atoms=max_atoms):
         for r, item in zip(group, split_results(group, result)):
             out["natoms"].append(r.natoms)
-            out["energy"].append(item["energy"])
-            out["energy_true"].append(np.nan if r.energy is None else r.energy)
+            if "energy" in item:
+                out["energy"].append(item["energy"])
+                out["energy_true"].append(np.nan if r.energy is None else r.energy)
             if "forces" in item:
                 out["forces"].append(item["forces"])
                 out["forces_true"].append(r.forces if r.forces is not None else np.full((r.natoms, 3), np.nan))
@@ -45,48 +45,6 @@ def collect_predictions(model_path, records, head: str | None = None, dtype: str
                 p["pred"].append(value)
                 p["true"].append(float(r.targets.get(key, np.nan)))
                 out["property_kinds"][name] = heads[name]["kind"]
-    return out
-
-
-def _property_only_predictions(model_path, records, dtype: str, max_atoms: int, device: str = "cpu") -> dict:
-    """Predictions of a model file that has only scalar / classification heads."""
-    import torch
-
-    from openjmp.inference import graph_settings_of, iter_batches, resolve_dtype
-    from openjmp.models.heads import structure_readout
-    from openjmp.models.registry import load_model
-    from openjmp.training.data import GraphDataset, collate_graph_batch
-    from openjmp.training.normalization import reference_energy
-
-    model, mf = load_model(model_path)
-    torch_dtype = resolve_dtype(dtype)
-    model = model.to(device=device, dtype=torch_dtype).eval()
-    heads = {n: h for n, h in mf.heads.items() if h.get("kind") in ("scalar", "classification")}
-    first = next(iter(heads.values()))
-    settings, force_pbc = graph_settings_of(first)
-    out: dict = {"head": None, "kind": "properties", "energy": [], "energy_true": [], "natoms": [], "forces": [],
-                 "forces_true": [], "properties": {}, "property_kinds": {}}
-    for group in iter_batches(records, max_atoms):
-        ds = GraphDataset(group, settings, 0, tuple(model.config.qint_tags), cache=False, force_pbc=force_pbc)
-        batch = collate_graph_batch([ds[i] for i in range(len(ds))]).to(device, torch_dtype)
-        data = batch.data
-        with torch.no_grad():
-            x_E = model(data.atomic_numbers, data.pos, data.cell, data.batch, batch.graphs, data.num_structures).x_E
-            for name, h in heads.items():
-                value = structure_readout(model.task_heads[name](x_E).squeeze(-1), data.batch, data.num_structures,
-                                          h.get("reduction", "sum"), data.pos, data.atomic_numbers).double()
-                norm = mf.normalization.get(name, {})
-                if h["kind"] == "classification":
-                    value = torch.sigmoid(value)
-                else:
-                    ref = reference_energy(norm.get("linear_reference") or None, data.atomic_numbers, data.batch,
-                                           data.num_structures)
-                    value = value * norm.get("std", 1.0) + norm.get("mean", 0.0) + ref
-                p = out["properties"].setdefault(name, {"pred": [], "true": []})
-                p["pred"].extend(value.tolist())
-                p["true"].extend(float(r.targets.get(h.get("key", name), np.nan)) for r in group)
-                out["property_kinds"][name] = h["kind"]
-        out["natoms"].extend(r.natoms for r in group)
     return out
 
 

@@ -32,14 +32,16 @@ from torch.utils.data import DataLoader
 
 from openjmp.data.splits import assign_splits, read_items, subsample
 from openjmp.models.gemnet_oc.config import GemNetOCConfig, load_preset
-from openjmp.models.heads import (
-    apply_strain,
-    direct_forces,
-    reduce_per_structure,
-    structure_readout,
-)
 from openjmp.models.lora import apply_lora, merge_lora
-from openjmp.training.data import GraphBatch, GraphDataset, collate_graph_batch, graph_settings
+from openjmp.models.outputs import (
+    EnergySpec,
+    PropertySpec,
+    compute_outputs,
+    from_physical,
+    reference_energy,
+    to_physical,
+)
+from openjmp.training.data import GraphBatch, GraphDataset, collate_graph_batch
 from openjmp.training.devices import evaluation_device, prepare_deterministic_cuda
 from openjmp.training.ema import ExponentialMovingAverage
 from openjmp.training.finetune_config import FinetuneConfig, TargetConfig, step_schedule
@@ -48,7 +50,6 @@ from openjmp.training.normalization import (
     element_count_matrix,
     fit_linear_reference,
     fit_normalizer,
-    reference_energy,
 )
 from openjmp.training.optim import parameter_groups, warmup_cosine_factor
 from openjmp.training.pretrain import write_json
@@ -301,48 +302,35 @@ class FinetuneModule(L.LightningModule):
     def _reference(self, name: str, data) -> torch.Tensor:
         return reference_energy(self._refs[name], data.atomic_numbers, data.batch, data.num_structures)
 
+    def _periodic(self, data) -> torch.Tensor | None:
+        """(B,) structures whose stress is defined: fully periodic ones (all with ``graph.pbc``)."""
+        return None if self.cfg.data.graph.pbc else data.pbc.all(dim=1)
+
     def forward_targets(self, batch: GraphBatch, training: bool):
-        """Predictions per target: dict name -> dict(kind-specific tensors, normalised units)."""
-        data, graphs = batch.data, batch.graphs
+        """Predictions per target: dict name -> dict(kind-specific tensors): ``energy_norm`` (B,)
+        normalised, ``forces`` (N, 3) eV/Å, ``stress`` (B, 3, 3) eV/Å³ (NaN rows for structures
+        that are not fully periodic); ``value_norm`` (B,) normalised (logits for classification)."""
+        data = batch.data
         energy_t = next((t for t in self.cfg.targets if t.kind == "energy_forces"), None)
-        need_grad = energy_t is not None and (energy_t.forces == "gradient" or energy_t.stress)
-        pos, cell, eps = data.pos, data.cell, None
-        if need_grad:
-            pos = pos.detach().requires_grad_(True)
-            if energy_t.stress:
-                pos_in, cell_in, eps = apply_strain(pos, cell, data.batch)
-            else:
-                pos_in, cell_in = pos, cell
-        else:
-            pos_in, cell_in = pos, cell
-        B = data.num_structures
-        out = self.model(data.atomic_numbers, pos_in, cell_in, data.batch, graphs, B)
+        spec = None
+        if energy_t is not None:
+            norm = self.normalization[energy_t.name]
+            spec = EnergySpec(self.model.out_energy, self.model.out_forces, forces=energy_t.forces,
+                              reduction=energy_t.reduction, energy_scale=norm["energy_std"],
+                              force_scale=norm["force_std"])
+        props = [PropertySpec(t.name, self.model.task_heads[t.name], t.reduction,
+                              t.dropout if t.kind == "classification" else 0.0)
+                 for t in self.cfg.targets if t.kind != "energy_forces"]
+        out = compute_outputs(self.model, data.atomic_numbers, data.pos, data.cell, data.batch, batch.graphs,
+                              data.num_structures, energy=spec, properties=props,
+                              stress=energy_t is not None and energy_t.stress, periodic=self._periodic(data),
+                              create_graph=training, training=training)
         preds = {}
         for t in self.cfg.targets:
             if t.kind == "energy_forces":
-                norm = self.normalization[t.name]
-                e_atoms = self.model.out_energy(out.x_E).squeeze(-1)
-                e_norm = reduce_per_structure(e_atoms, data.batch, B, t.reduction)
-                p = {"energy_norm": e_norm}
-                if t.forces == "gradient" or t.stress:
-                    inputs = [pos] + ([eps] if eps is not None else [])
-                    grads = torch.autograd.grad(e_norm.sum() * norm["energy_std"], inputs, create_graph=training,
-                                                allow_unused=True)
-                    p["forces"] = -grads[0] if t.forces == "gradient" else None
-                    if eps is not None:
-                        vol = torch.linalg.det(cell).abs()
-                        p["stress"] = grads[1] / vol[:, None, None]
-                if t.forces == "direct":
-                    p["forces"] = direct_forces(self.model.out_forces, out.x_F, out.V_st, out.idx_t,
-                                                data.num_atoms) * norm["force_std"]
-                preds[t.name] = p
+                preds[t.name] = {"energy_norm": out.energy, "forces": out.forces, "stress": out.stress}
             else:
-                x = out.x_E
-                if t.kind == "classification" and t.dropout > 0:
-                    x = F.dropout(x, t.dropout, training=training)
-                y_atoms = self.model.task_heads[t.name](x).squeeze(-1)
-                preds[t.name] = {"value_norm": structure_readout(y_atoms, data.batch, B, t.reduction,
-                                                                 data.pos, data.atomic_numbers)}
+                preds[t.name] = {"value_norm": out.properties[t.name]}
         return preds
 
     def target_losses(self, batch: GraphBatch, preds) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -354,7 +342,7 @@ class FinetuneModule(L.LightningModule):
             p = preds[t.name]
             norm = self.normalization[t.name]
             if t.kind == "energy_forces":
-                e_true = (data.energy.double() - self._reference(t.name, data) - norm["energy_mean"]) / norm["energy_std"]
+                e_true = from_physical(data.energy, norm["energy_std"], norm["energy_mean"], self._reference(t.name, data))
                 le = (p["energy_norm"] - e_true.to(p["energy_norm"].dtype)).abs().mean()
                 loss = t.energy_coefficient * le
                 parts[f"{t.name}/energy"] = le
@@ -364,7 +352,8 @@ class FinetuneModule(L.LightningModule):
                     loss = loss + t.force_coefficient * lf
                     parts[f"{t.name}/forces"] = lf
                 if p.get("stress") is not None and t.stress_coefficient > 0:
-                    mask = ~data.stress.isnan().any(-1).any(-1)
+                    # labelled structures with a defined (periodic) stress
+                    mask = ~(data.stress.isnan() | p["stress"].detach().isnan()).any(-1).any(-1)
                     if mask.any():
                         ls = (p["stress"][mask] - data.stress[mask].to(p["stress"].dtype)).abs().mean()
                         loss = loss + t.stress_coefficient * ls
@@ -373,7 +362,7 @@ class FinetuneModule(L.LightningModule):
                 y = data.targets[t.target_key].to(p["value_norm"].dtype)
                 keep = torch.isfinite(y)
                 if t.kind == "scalar":
-                    y_norm = (y.double() - self._reference(t.name, data) - norm["mean"]) / norm["std"]
+                    y_norm = from_physical(y, norm["std"], norm["mean"], self._reference(t.name, data))
                     loss = (p["value_norm"][keep] - y_norm[keep].to(y.dtype)).abs().mean() if keep.any() else y.sum() * 0
                 else:
                     w = torch.where(y > 0.5, t.class_weights[1], t.class_weights[0]).to(y.dtype)
@@ -517,15 +506,15 @@ def physical_predictions(module: FinetuneModule, batch: GraphBatch, preds) -> di
         p = preds[t.name]
         norm = module.normalization[t.name]
         if t.kind == "energy_forces":
-            e = (p["energy_norm"].detach().double() * norm["energy_std"] + norm["energy_mean"]
-                 + module._reference(t.name, data))
+            e = to_physical(p["energy_norm"].detach(), norm["energy_std"], norm["energy_mean"],
+                            module._reference(t.name, data))
             out[f"{t.name}/energy"] = (e.cpu().numpy(), data.energy.double().cpu().numpy(), "scalar")
             n = data.natoms.double().cpu().numpy()
             out[f"{t.name}/energy_per_atom"] = (e.cpu().numpy() / n, data.energy.double().cpu().numpy() / n, "scalar")
             if p.get("forces") is not None:
                 out[f"{t.name}/forces"] = (p["forces"].detach().double().cpu().numpy(), data.forces.double().cpu().numpy(), "forces")
         elif t.kind == "scalar":
-            y = p["value_norm"].detach().double() * norm["std"] + norm["mean"] + module._reference(t.name, data)
+            y = to_physical(p["value_norm"].detach(), norm["std"], norm["mean"], module._reference(t.name, data))
             out[t.name] = (y.cpu().numpy(), data.targets[t.target_key].double().cpu().numpy(), "scalar")
         else:
             prob = torch.sigmoid(p["value_norm"].detach().double())
@@ -569,7 +558,11 @@ def run_finetuning(cfg: FinetuneConfig, callbacks=None) -> dict:
     check_targets(cfg, splits["train"])
     model, source = build_finetune_model(cfg)
     qint_tags = tuple(model.config.qint_tags)
-    settings = graph_settings(cfg.data.graph.cutoff, cfg.data.graph.per_graph(), cfg.data.graph.max_neighbors_by_natoms)
+    settings = cfg.data.graph.settings()
+    try:
+        model.config.check_graph_cutoffs(settings.cutoffs, "data.graph")
+    except ValueError as exc:
+        raise FinetuneError(str(exc)) from None
     datasets = {k: GraphDataset(v, settings, 0, qint_tags, force_pbc=cfg.data.graph.pbc) for k, v in splits.items()}
     normalization, head_info = target_normalizations(cfg, model, splits["train"], datasets["train"])
     # replayed pre-training heads and LoRA adapters, before the module (its EMA and optimiser see them)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from openjmp.models.heads import reduce_per_structure
+from openjmp.models.outputs import EnergySpec, compute_outputs
 from openjmp.training.finetune_config import FinetuneConfig, TargetConfig
 from openjmp.training.normalization import (
     DatasetNormalizer,
@@ -117,8 +117,9 @@ def zero_shot_energies(model, dataset, reduction: str, norm: dict, batch_size: i
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_graph_batch):
         batch = batch.to("cpu", dtype)
         data, B = batch.data, batch.num_structures
-        result = model(data.atomic_numbers, data.pos, data.cell, data.batch, batch.graphs, B)
-        e_norm = reduce_per_structure(model.out_energy(result.x_E).squeeze(-1), data.batch, B, reduction)
+        spec = EnergySpec(model.out_energy, forces=None, reduction=reduction)
+        e_norm = compute_outputs(model, data.atomic_numbers, data.pos, data.cell, data.batch, batch.graphs, B,
+                                 energy=spec).energy
         out.append(normalizer.denormalize_energy(e_norm.double(), data.atomic_numbers, data.batch).numpy())
     model.train(was_training)
     return np.concatenate(out)

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from openjmp.models.outputs import from_physical, reference_energy, to_physical
+
 NUM_ELEMENTS = 120  # index = atomic number (0 unused), as JMP's `coeff[Z]` arrays
 
 
@@ -51,18 +53,6 @@ def fit_linear_reference(counts: np.ndarray, energies: np.ndarray, rcond: float 
     return coeff
 
 
-def reference_energy(linear_reference, atomic_numbers: torch.Tensor, batch: torch.Tensor,
-                     num_structures: int) -> torch.Tensor:
-    """Per-structure sum of the element references, sum_i ref[Z_i] (B,) float64, on the device of
-    ``atomic_numbers``; ``linear_reference`` is a 120-sequence or tensor (eV per element), None
-    for no reference (zeros)."""
-    out = torch.zeros(num_structures, dtype=torch.float64, device=atomic_numbers.device)
-    if linear_reference is None:
-        return out
-    ref = torch.as_tensor(linear_reference, dtype=torch.float64, device=atomic_numbers.device)
-    return out.index_add_(0, batch, ref[atomic_numbers])
-
-
 @dataclass
 class DatasetNormalizer:
     """Normalisation constants of one dataset (eV, eV/Å).
@@ -92,12 +82,14 @@ class DatasetNormalizer:
         return reference_energy(self.linear_reference, atomic_numbers, batch, num_structures)
 
     def normalize_energy(self, energy, atomic_numbers, batch):
-        ref = self.reference_energy(atomic_numbers, batch, energy.shape[0]).to(energy.dtype)
-        return (energy - ref - self.energy_mean) / self.energy_std
+        """(E - Σ ref - mean) / std, float64 (:func:`openjmp.models.outputs.from_physical`)."""
+        ref = self.reference_energy(atomic_numbers, batch, energy.shape[0])
+        return from_physical(energy, self.energy_std, self.energy_mean, ref)
 
     def denormalize_energy(self, energy_norm, atomic_numbers, batch):
-        ref = self.reference_energy(atomic_numbers, batch, energy_norm.shape[0]).to(energy_norm.dtype)
-        return energy_norm * self.energy_std + self.energy_mean + ref
+        """e · std + mean + Σ ref, float64 (:func:`openjmp.models.outputs.to_physical`)."""
+        ref = self.reference_energy(atomic_numbers, batch, energy_norm.shape[0])
+        return to_physical(energy_norm, self.energy_std, self.energy_mean, ref)
 
     def normalize_forces(self, forces):
         return forces / self.force_std

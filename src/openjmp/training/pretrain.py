@@ -36,6 +36,12 @@ from openjmp.data.splits import assign_splits, read_items, subsample
 from openjmp.data.store.dataset import StoreDataset, StoreMetadata
 from openjmp.models.gemnet_oc.config import GemNetOCConfig, load_preset
 from openjmp.models.jmp_model import JMPModel
+from openjmp.models.outputs import (
+    from_physical,
+    reference_energy,
+    routed_energy_and_direct_forces,
+    to_physical,
+)
 from openjmp.training.config import PretrainConfig, unset_variables
 from openjmp.training.data import (
     GraphBatch,
@@ -43,7 +49,6 @@ from openjmp.training.data import (
     StoreGraphDataset,
     collate_graph_batch,
     drop_edges,
-    graph_settings,
 )
 from openjmp.training.devices import prepare_deterministic_cuda
 from openjmp.training.ema import ExponentialMovingAverage
@@ -113,14 +118,19 @@ class PretrainDataModule(L.LightningDataModule):
         if self._prepared:
             return
         cfg = self.config
-        qint_tags = tuple(backbone_config(cfg.model).qint_tags)
+        backbone = backbone_config(cfg.model)
+        qint_tags = tuple(backbone.qint_tags)
         for t, d in enumerate(cfg.datasets):
             for label, path in (("path", d.path), ("val_path", d.val_path)):
                 if path is not None and not path.exists():
                     unset = unset_variables(path)
                     hint = f" (environment variable {', '.join(unset)} not set)" if unset else ""
                     raise PretrainError(f"dataset {d.name!r}: {label} {path} does not exist{hint}")
-            settings = graph_settings(d.graph.cutoff, d.graph.per_graph(), d.graph.max_neighbors_by_natoms)
+            settings = d.graph.settings()
+            try:
+                backbone.check_graph_cutoffs(settings.cutoffs, f"dataset {d.name!r}")
+            except ValueError as exc:
+                raise PretrainError(str(exc)) from None
             if _streams(d):
                 train, val, zmax, elements = self._open_store(t, d, settings, qint_tags)
                 fit_source = train.store
@@ -285,36 +295,25 @@ class PretrainModule(L.LightningModule):
             graphs = drop_edges(graphs, "a2a", self.cfg.model.edge_dropout, gen)
         B = data.num_structures
         out = self.model(data.atomic_numbers, data.pos, data.cell, data.batch, graphs, B)
-        atom_task = batch.task_index[data.batch]
-        # Sums in the model's dtype: under 16-/bf16-mixed autocast the heads give half-precision
-        # outputs, which are accumulated (and the loss computed) in float32.
-        energy = out.x_E.new_zeros(B, dtype=self.dtype_)
-        forces = out.x_F.new_zeros((data.num_atoms, 3), dtype=self.dtype_)
-        # Every head runs every step (on possibly zero atoms) so that all parameters take part
-        # in backward on every process: DDP waits for the gradients of all of them.
-        for t in range(len(self.task_names)):
-            atoms = atom_task == t
-            e_atoms = self.model.output.out_energy[t](out.x_E[atoms]).squeeze(-1)
-            energy = energy.index_add(0, data.batch[atoms], e_atoms.to(self.dtype_))
-            edges = atoms[out.idx_t]
-            scalar = self.model.output.out_forces[t](out.x_F[edges])
-            forces = forces.index_add(0, out.idx_t[edges], (scalar * out.V_st[edges]).to(self.dtype_))
-        return energy, forces
+        # every head runs on its task's atoms; sums in the model's dtype (under 16-/bf16-mixed
+        # autocast the heads give half precision, accumulated and the loss computed in float32)
+        return routed_energy_and_direct_forces(self.model.output.out_energy, self.model.output.out_forces, out,
+                                               data.batch, batch.task_index[data.batch], B, self.dtype_)
 
     def reference_energy(self, data, task_index):
         """Σ_i ref_t[Z_i] per structure (B,), float64."""
-        per_atom = self.linear_reference[task_index[data.batch], data.atomic_numbers]
-        return torch.zeros(data.num_structures, dtype=torch.float64, device=per_atom.device).index_add_(0, data.batch, per_atom)
+        return reference_energy(self.linear_reference, data.atomic_numbers, data.batch, data.num_structures,
+                                rows=task_index[data.batch])
 
     def normalized_targets(self, batch: GraphBatch):
         data, t = batch.data, batch.task_index
-        e = (data.energy.double() - self.reference_energy(data, t) - self.energy_mean[t]) / self.energy_std[t]
+        e = from_physical(data.energy, self.energy_std[t], self.energy_mean[t], self.reference_energy(data, t))
         f = data.forces.double() / self.force_std[t[data.batch]].unsqueeze(-1)
         return e.to(self.dtype_), f.to(self.dtype_)
 
     def denormalize(self, batch: GraphBatch, energy, forces):
         data, t = batch.data, batch.task_index
-        e = energy.double() * self.energy_std[t] + self.energy_mean[t] + self.reference_energy(data, t)
+        e = to_physical(energy, self.energy_std[t], self.energy_mean[t], self.reference_energy(data, t))
         f = forces.double() * self.force_std[t[data.batch]].unsqueeze(-1)
         return e, f
 

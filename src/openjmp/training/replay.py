@@ -143,15 +143,13 @@ class Replay:
     # ------------------------------------------------------------------ loss
     def predict_normalized(self, model, batch, j: int):
         """(energy (B,), forces (N, 3)) of head j in its normalised units."""
-        from openjmp.models.heads import direct_forces, reduce_per_structure
+        from openjmp.models.outputs import EnergySpec, compute_outputs
 
         data = batch.data
-        B = data.num_structures
-        out = model(data.atomic_numbers, data.pos, data.cell, data.batch, batch.graphs, B)
-        e_atoms = model.output.out_energy[j](out.x_E).squeeze(-1)
-        energy = reduce_per_structure(e_atoms, data.batch, B, "sum")
-        forces = direct_forces(model.output.out_forces[j], out.x_F, out.V_st, out.idx_t, data.num_atoms)
-        return energy, forces
+        spec = EnergySpec(model.output.out_energy[j], model.output.out_forces[j], forces="direct")
+        out = compute_outputs(model, data.atomic_numbers, data.pos, data.cell, data.batch, batch.graphs,
+                              data.num_structures, energy=spec)
+        return out.energy, out.forces
 
     def losses(self, model, batch, j: int):
         """Pre-training loss of head j on ``batch``: (total, energy loss, force loss)."""
@@ -258,7 +256,7 @@ def build_replay(cfg, model) -> Replay:
     from openjmp.data.splits import assign_splits, read_items, subsample
     from openjmp.models.gemnet_oc.keys import canonical_state_dict
     from openjmp.models.jmp_model import PretrainHeads
-    from openjmp.training.data import GraphDataset, graph_settings
+    from openjmp.training.data import GraphDataset
     from openjmp.training.finetune import FinetuneError
     from openjmp.training.normalization import DatasetNormalizer
 
@@ -337,7 +335,11 @@ def build_replay(cfg, model) -> Replay:
         if bad is not None:
             raise FinetuneError(f"replay dataset {d.name!r}: record {bad.name} has no energy/forces")
         graph = d.graph if d.graph is not None else GraphConfig(**(head.get("graph") or {}))
-        settings = graph_settings(graph.cutoff, graph.per_graph(), graph.max_neighbors_by_natoms)
+        settings = graph.settings()
+        try:
+            model.config.check_graph_cutoffs(settings.cutoffs, f"replay dataset {d.name!r}")
+        except ValueError as exc:
+            raise FinetuneError(str(exc)) from None
         train_sets.append(GraphDataset(train, settings, j, qint, force_pbc=graph.pbc))
         val_sets.append(GraphDataset(val, settings, j, qint, force_pbc=graph.pbc))
         normalizers.append(DatasetNormalizer.from_dict(mf.normalization[d.name]))

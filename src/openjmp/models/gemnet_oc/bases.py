@@ -120,7 +120,7 @@ class SphericalBasisLayer(nn.Module):
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         a = legendre_harmonics(cos_angle, self.num_spherical)
         b = legendre_harmonics(torch.cos(dihedral), self.num_spherical)
-        sph = (a[:, :, None] * b[:, None, :]).reshape(cos_angle.shape[0], -1)
+        sph = (a[:, :, None] * b[:, None, :]).flatten(1)
         return self.radial_basis(d), sph
 
 

@@ -124,7 +124,7 @@ class QuadrupletInteraction(nn.Module):
         rad_w, yl_pad, y_pad = bases.qint_sph
         sph_m = quadruplet_aggregate(yl_pad, y_pad, x_db, quad_in_pad, quad_z_pad)
         x = torch.matmul(rad_w, sph_m)  # (E, emb_sbf, quad_in)
-        x = self.mlp_sbf.bilinear(x.reshape(x.shape[0], -1))
+        x = self.mlp_sbf.bilinear(x.flatten(1))  # flatten: also for zero edges
         x = self.scale_sbf_sum(x)
         return add_scaled_(self.up_projection_ca(x), self.up_projection_ac(x[id_swap]),
                            INV_SQRT_2)
@@ -173,7 +173,7 @@ class PairInteraction(nn.Module):
         num_atoms = h.shape[0]
         x_pad = gather_padded(self.down_projection(h), pad_index)  # (N, K, pair_in)
         x = torch.matmul(rad_basis, x_pad)  # (N, emb_rbf, pair_in)
-        h_out = self.scale_rbf_sum(self.bilinear(x.reshape(num_atoms, -1)))
+        h_out = self.scale_rbf_sum(self.bilinear(x.flatten(1)))
         return self.up_projection(h_out)
 
 
