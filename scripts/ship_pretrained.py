@@ -31,6 +31,18 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _basis_line(config: dict) -> str:
+    """One line on the basis flavour of a pre-training config (docs/forces.md)."""
+    backbone = config.get("model", {}).get("backbone", {})
+    cutoffs = backbone.get("rbf_cutoffs")
+    if (backbone.get("sbf") or {}).get("name") == "legendre_outer_smooth" and cutoffs:
+        per = ", ".join(f"{g} {c:g} Å" for g, c in cutoffs.items())
+        return (f"smooth basis (docs/forces.md): dihedral terms vanish at collinear atoms, radial "
+                f"bases end at each graph's cutoff ({per}), neighbour caps that do not cut; "
+                f"energies are continuous")
+    return "the original GemNet-OC basis (docs/forces.md)"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("run_dir", type=Path)
@@ -38,6 +50,7 @@ def main() -> None:
     p.add_argument("--config", type=Path, default=ROOT / "configs" / "pretrain" / "mini.yaml")
     p.add_argument("--wall-time-s", type=float, default=None)
     p.add_argument("--note", default="")
+    p.add_argument("--threads", type=int, default=1, help="torch threads the run used")
     args = p.parse_args()
     from openjmp.checkpoints.format import load_model_file
 
@@ -60,7 +73,7 @@ def main() -> None:
         "config_file": str(args.config.relative_to(ROOT)) if args.config.is_relative_to(ROOT) else str(args.config),
         "config": yaml.safe_load(args.config.read_text()),
         "tasks": summary["tasks"], "steps": summary["steps"], "wall_time_s": args.wall_time_s,
-        "machine": {"cpu": cpu, "threads": 1, "cores_on_machine": os.cpu_count(), "note": args.note},
+        "machine": {"cpu": cpu, "threads": args.threads, "cores_on_machine": os.cpu_count(), "note": args.note},
         "parameters": params, "validation": last, "validation_history": summary["validation"],
         "normalizers": summary["normalizers"],
     }
@@ -76,13 +89,17 @@ scaling, temperature sampling T = 2, structure-wise loss, AdamW + warm-up/cosine
 edge dropout 0.1 on the a2a graph.
 
 - **Reproduce**: `openjmp pretrain --config {card['config_file']}` (the config below, verbatim;
-  deterministic on one thread: same steps, same data, same seed).
+  same steps, same data, same seed; bit-identical only with the same thread count).
 - **Data**: {', '.join(summary['tasks'])} from `src/openjmp/assets/mini/` (EMT slabs + adsorbates;
   GFN2-xTB conformers and NEB reaction paths; see each dataset's CARD.md). Levels of theory are
   EMT and GFN2-xTB, not the DFT of the real datasets.
-- **Architecture**: {params / 1e6:.2f} M parameters (backbone + 3 head pairs); preset `openjmp_mini`.
+- **Architecture**: {params / 1e6:.2f} M parameters (backbone + 3 head pairs); preset `openjmp_mini`;
+  {_basis_line(card['config'])}
+- **Forces**: each head has an energy MLP and a direct-force MLP (the table below scores the
+  direct one); the calculator, `predict`, `md` and `relax` use −dE/dx of the energy head by
+  default (conservative, so MD conserves energy; `forces="direct"` for the force MLP).
 - **Training**: {summary['steps']} optimisation steps of 8 structures; wall time
-  {'%.0f min' % (args.wall_time_s / 60) if args.wall_time_s else 'n/a'} on {cpu}, one thread
+  {'%.0f min' % (args.wall_time_s / 60) if args.wall_time_s else 'n/a'} on {cpu}, {args.threads} thread(s)
   (the machine's 2 cores were shared with other work). {args.note}
 - **File**: `{dest.name}`, {dest.stat().st_size / 2**20:.1f} MiB, sha256 `{digest}`; raw and EMA weights
   (EMA used by default), normalisers and graph settings per head (`docs/model-files.md`).

@@ -1,4 +1,5 @@
-"""ASE calculator for openjmp model files: ``atoms.calc = JMPCalculator("model.pt")``.
+"""ASE calculator for openjmp model files: ``atoms.calc = JMPCalculator("model.pt")`` or a
+registered model by name, ``JMPCalculator("openjmp-mini")`` (``openjmp models list``).
 
 Energies (eV), per-atom energies (``energies``, so ``atoms.get_potential_energies()`` works),
 forces (eV/Å) and, for fully periodic structures, stress (eV/Å³, ASE sign and Voigt order xx yy
@@ -49,7 +50,8 @@ class JMPCalculator(Calculator):
     """ASE calculator of one energy head of an openjmp model file.
 
     Args:
-        checkpoint: openjmp model file path (``openjmp.models.registry.load_model``).
+        checkpoint: openjmp model file path, or a registered model name (``"openjmp-mini"``;
+            ``openjmp.models.registry.resolve_model``).
         head: energy head name (default: fine-tuned energy head, else the first pretrain head).
         device: torch device.
         dtype: ``"float32"`` or ``"float64"`` (use float64 for tight energy conservation).
@@ -67,9 +69,9 @@ class JMPCalculator(Calculator):
                  forces: str | None = None, compile: bool = False, use_ema: bool = True,
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        from openjmp.models.registry import load_model
+        from openjmp.models.registry import load_model, resolve_model
 
-        self.checkpoint = Path(checkpoint)
+        self.checkpoint = resolve_model(checkpoint)
         model, model_file = load_model(self.checkpoint, use_ema=use_ema)
         self.predictor = Predictor(model, model_file, head=head, device=device,
                                    dtype=resolve_dtype(dtype), forces=forces, stress=False,

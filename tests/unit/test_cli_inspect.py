@@ -28,8 +28,7 @@ def test_inspect_json(tmp_path, capsys):
     assert main(["inspect", str(path)]) == 0  # table form
 
 
-def test_inspect_missing_file(tmp_path):
-    import pytest
-
-    with pytest.raises(FileNotFoundError, match="no such file"):
-        main(["inspect", str(tmp_path / "nope.xyz")])
+def test_inspect_missing_file(tmp_path, capsys):
+    # a user error: one line naming the file, exit status 2 (the traceback with --debug)
+    assert main(["inspect", str(tmp_path / "nope.xyz")]) == 2
+    assert "no such file" in capsys.readouterr().err

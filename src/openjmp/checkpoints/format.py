@@ -103,12 +103,20 @@ def _as_dict(config: Any, where: str) -> dict:
     return config
 
 
+def public_file_mode() -> int:
+    """0666 less the process umask (0644 with the usual 022), as ``open`` would create a file."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def write_atomically(path: str | Path, payload: Any) -> None:
     """``torch.save`` to a temporary file in the same folder, fsync, then ``os.replace``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp_name, public_file_mode())  # mkstemp makes 0600; a model file is for sharing
         with os.fdopen(fd, "wb") as f:
             torch.save(payload, f)
             f.flush()

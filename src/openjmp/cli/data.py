@@ -104,7 +104,11 @@ def parse_options(items: list[str]) -> dict:
 
 
 def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
+    """One line ``openjmp data VERB: message`` on stderr, exit status 2."""
+    verb = next((a for a in sys.argv[1:] if a in ("convert", "inspect", "generate", "export")), None)
+    label = "openjmp data" + (f" {verb}" if verb else "")
+    text = "; ".join(line.strip() for line in str(message).splitlines() if line.strip())
+    print(f"{label}: {text}", file=sys.stderr)
     return 2
 
 

@@ -1,4 +1,4 @@
-"""``openjmp evaluate --checkpoint CKPT --data SRC [--split test]``: metrics, parity plots and a
+"""``openjmp evaluate --model NAME|PATH --data SRC [--split test]``: metrics, parity plots and a
 force-error histogram of a model file on any supported source. A pre-training model file is
 evaluated zero-shot with one of its own heads (``--head``)."""
 
@@ -10,14 +10,17 @@ from pathlib import Path
 
 def register(subparsers, verb: str, help_text: str) -> None:
     p = subparsers.add_parser(verb, help=help_text, description=__doc__)
-    p.add_argument("--checkpoint", required=True, type=Path, help="openjmp model file")
+    p.add_argument("--model", "--checkpoint", dest="model", required=True, metavar="NAME|PATH",
+                   help="registered model name (openjmp-mini; openjmp models list) or openjmp model file "
+                        "(e.g. runs/finetune-mini/rmd17_ethanol/model.pt); --checkpoint is an alias")
     p.add_argument("--data", required=True, type=Path, help="data source (any supported format)")
     p.add_argument("--format", default=None, help="reader format (detected when omitted)")
     p.add_argument("--split", default=None, help="only records of this split (source-defined)")
     p.add_argument("--head", default=None, help="energy head name (default: the model's own)")
-    p.add_argument("--forces", choices=["gradient", "direct"], default=None)
-    p.add_argument("--max-records", type=int, default=None)
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--forces", choices=["gradient", "direct"], default=None,
+                   help="force mode (default: gradient, -dE/dx, as predict and the calculator)")
+    p.add_argument("--max-records", type=int, default=None, help="only the first N records (default: all)")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="compute precision")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
     p.add_argument("--out", type=Path, default=Path("evaluation"), help="output folder")
     p.set_defaults(func=run)
@@ -25,14 +28,20 @@ def register(subparsers, verb: str, help_text: str) -> None:
 
 def run(args) -> int:
     from openjmp.data.readers import read
+    from openjmp.models.registry import resolve_model
     from openjmp.training.evaluate import evaluate_records
+
+    from openjmp.cli.common import check_device
+
+    check_device(args.device)
+    args.model = resolve_model(args.model)  # an unknown name or missing file fails before reading data
 
     records = [r for s, r in read(args.data, format=args.format) if args.split is None or s == args.split]
     if args.max_records:
         records = records[: args.max_records]
     if not records:
         raise SystemExit(f"{args.data}: no records" + (f" in split {args.split!r}" if args.split else ""))
-    result = evaluate_records(args.checkpoint, records, args.out, head=args.head, dtype=args.dtype,
+    result = evaluate_records(args.model, records, args.out, head=args.head, dtype=args.dtype,
                               forces=args.forces, device=args.device)
     print(json.dumps(result["metrics"], indent=2))
     print(f"metrics and plots in {args.out}")

@@ -16,24 +16,33 @@ from pathlib import Path
 def add_model_args(p) -> None:
     """Options shared by ``md`` and ``relax``."""
     p.add_argument("structure", type=Path, help="structure file (anything ase.io reads)")
-    p.add_argument("--checkpoint", type=Path, required=True, help="openjmp model file")
+    p.add_argument("--model", "--checkpoint", dest="model", required=True, metavar="NAME|PATH",
+                   help="registered model name (openjmp-mini; openjmp models list) or openjmp model file "
+                        "(e.g. runs/finetune-mini/rmd17_ethanol/model.pt); --checkpoint is an alias")
     p.add_argument("--index", default="0", help="which frame of the file (ase index, default 0)")
     p.add_argument("--head", help="energy head name (default: fine-tuned energy head)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float64")
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float64",
+                   help="compute precision (float64 for tight energy conservation)")
     p.add_argument("--forces", choices=["gradient", "direct"], default=None,
                    help="force mode (default: gradient, -dE/dx, conservative, as openjmp predict; direct: the head's force MLP, not conservative)")
-    p.add_argument("--unknown-elements", choices=["warn", "error", "ignore"], default="warn")
+    p.add_argument("--unknown-elements", choices=["warn", "error", "ignore"], default="warn",
+                   help="elements the head was not trained on")
 
 
 def load_atoms_with_calculator(args):
     import ase.io
 
     from openjmp.calculator import JMPCalculator
+    from openjmp.models.registry import resolve_model
 
+    from openjmp.cli.common import check_device
+
+    check_device(args.device)
+    args.model = resolve_model(args.model)  # a wrong name or path fails before the structure is read
     index = int(args.index) if args.index.lstrip("-").isdigit() else args.index
     atoms = ase.io.read(str(args.structure), index=index)
-    atoms.calc = JMPCalculator(args.checkpoint, head=args.head, device=args.device,
+    atoms.calc = JMPCalculator(args.model, head=args.head, device=args.device,
                                dtype=args.dtype, unknown_elements=args.unknown_elements,
                                forces=getattr(args, "forces", None))
     return atoms
@@ -76,12 +85,12 @@ def register(subparsers, verb: str, help_text: str) -> None:
     p = subparsers.add_parser(verb, help=help_text, description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(p)
-    p.add_argument("--ensemble", choices=["nve", "langevin"], default="nve")
+    p.add_argument("--ensemble", choices=["nve", "langevin"], default="nve", help="NVE (velocity Verlet) or NVT (Langevin)")
     p.add_argument("--temperature", type=float, default=300.0, help="K (start / thermostat)")
     p.add_argument("--timestep", type=float, default=0.5, help="fs")
-    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--steps", type=int, default=1000, help="MD steps")
     p.add_argument("--friction", type=float, default=0.01, help="Langevin friction, 1/fs")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the initial velocities / thermostat")
     p.add_argument("--keep-velocities", action="store_true",
                    help="use the file's momenta instead of drawing new ones")
     p.add_argument("--traj", type=Path, default=Path("md.traj"), help=".traj or .extxyz")

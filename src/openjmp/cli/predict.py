@@ -23,7 +23,9 @@ def register(subparsers, verb: str, help_text: str) -> None:
     p = subparsers.add_parser(verb, help=help_text, description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("input", type=Path, help="structures (any openjmp reader format)")
-    p.add_argument("--checkpoint", type=Path, required=True, help="openjmp model file")
+    p.add_argument("--model", "--checkpoint", dest="model", required=True, metavar="NAME|PATH",
+                   help="registered model name (openjmp-mini; openjmp models list) or openjmp model file "
+                        "(e.g. runs/finetune-mini/rmd17_ethanol/model.pt); --checkpoint is an alias")
     p.add_argument("--out", type=Path, help="output .extxyz / .xyz or .db "
                    "(default: <input name>.pred.extxyz in the current folder)")
     p.add_argument("--head", help="energy head name (default: fine-tuned energy head, else the "
@@ -34,9 +36,10 @@ def register(subparsers, verb: str, help_text: str) -> None:
     p.add_argument("--forces", choices=["gradient", "direct"], default=None,
                    help="force mode (default: gradient, -dE/dx, conservative; direct: the head's force MLP)")
     p.add_argument("--no-stress", action="store_true", help="skip stress of periodic structures")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    p.add_argument("--unknown-elements", choices=["warn", "error", "ignore"], default="warn")
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="compute precision")
+    p.add_argument("--unknown-elements", choices=["warn", "error", "ignore"], default="warn",
+                   help="elements the head was not trained on")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -81,6 +84,9 @@ class _Writer:
         fd, self.tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix or ".extxyz",
                                         dir=path.parent)
         os.close(fd)
+        from openjmp.checkpoints.format import public_file_mode
+
+        os.chmod(self.tmp, public_file_mode())  # mkstemp makes 0600
         if self.is_db:
             import ase.db
 
@@ -115,8 +121,11 @@ def run(args) -> int:
     from openjmp.data.readers import read
     from openjmp.inference import load_predictor, split_results
 
+    from openjmp.cli.common import check_device
+
     console = Console(stderr=True)
-    predictor = load_predictor(args.checkpoint, head=args.head, device=args.device,
+    check_device(args.device)
+    predictor = load_predictor(args.model, head=args.head, device=args.device,
                                dtype=args.dtype, forces=args.forces, stress=not args.no_stress,
                                unknown_elements=args.unknown_elements)
     reader = read(args.input, args.format)
@@ -137,7 +146,7 @@ def run(args) -> int:
     try:
         with Progress(TextColumn("predict"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("{task.fields[atoms]} atoms"), TimeElapsedColumn(),
-                      console=console, disable=args.no_progress) as progress:
+                      console=console, disable=args.no_progress or not console.is_terminal) as progress:
             task = progress.add_task("predict", total=total, atoms=0)
             for group, result in predictor.predict(records(), max_atoms=args.max_atoms):
                 for record, item in zip(group, split_results(group, result)):

@@ -1,7 +1,10 @@
-"""``openjmp pretrain --config FILE.yaml``: joint multi-domain pre-training (the JMP recipe).
+"""``openjmp pretrain --config NAME|FILE``: joint multi-domain pre-training (the JMP recipe).
+
+--config takes a shipped config name (pretrain/mini, pretrain/jmp_s; openjmp configs list
+pretrain) or a YAML file path.
 
 Examples:
-  openjmp pretrain --config configs/pretrain/mini.yaml
+  openjmp pretrain --config pretrain/mini
   openjmp pretrain --config my.yaml --set optim.lr=1e-4 --set trainer.max_steps=5000
   openjmp pretrain --config my.yaml --devices 4 --strategy ddp      # one node, 4 GPUs
 A run resumes from ``OUTPUT_DIR/checkpoints/last.ckpt`` when it exists (``--no-resume`` to
@@ -17,7 +20,8 @@ from pathlib import Path
 def register(subparsers, verb: str, help_text: str) -> None:
     p = subparsers.add_parser(verb, help=help_text, description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", type=Path, required=True, help="pre-training YAML config")
+    p.add_argument("--config", required=True, metavar="NAME|PATH",
+                   help="pre-training config: shipped name (pretrain/mini) or YAML file")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="dotted override, e.g. optim.lr=1e-4 (repeatable)")
     p.add_argument("--output-dir", type=Path, help="override output_dir")
@@ -42,7 +46,9 @@ def run(args) -> int:
         value = getattr(args, flag)
         if value is not None:
             overrides.append(f"{key}={value}")
-    config = load_config(PretrainConfig, args.config, overrides)
+    from openjmp.configuration import resolve_config
+
+    config = load_config(PretrainConfig, resolve_config(args.config, kind="pretrain"), overrides)
     summary = run_pretraining(config, resume=not args.no_resume)
     if not summary.get("is_global_zero", True):
         return 0  # other DDP processes stay quiet

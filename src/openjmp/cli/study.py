@@ -18,7 +18,9 @@ from pathlib import Path
 def register(subparsers, verb: str, help_text: str) -> None:
     p = subparsers.add_parser(verb, help=help_text, description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", type=Path, default=None, help="study YAML (default: the packaged mini study)")
+    p.add_argument("--config", default=None, metavar="NAME|PATH",
+                   help="study config: a shipped name (study/mini; openjmp configs list study) or a YAML file "
+                        "(default: study/mini)")
     p.add_argument("--out", type=Path, default=Path("study"), help="output folder")
     p.add_argument("--budget-minutes", type=float, default=None,
                    help="total fine-tuning budget; sets the per-run wall-time cap (same for both arms)")
@@ -54,9 +56,9 @@ def resolve_pretrained(name_or_path: str, base: Path) -> Path:
             return candidate
     if path.exists():
         return path
-    from openjmp.models.registry import resolve_pretrained_file
+    from openjmp.models.registry import resolve_model
 
-    return resolve_pretrained_file(name_or_path)
+    return resolve_model(name_or_path)
 
 
 def pretrain_overrides(args) -> list[str]:
@@ -80,7 +82,9 @@ def run(args) -> int:
     from openjmp.study.runner import ARMS, run_study
 
     console = Console()
-    config_path = args.config or default_study_config()
+    from openjmp.configuration import resolve_config
+
+    config_path = resolve_config(args.config, kind="study") if args.config else default_study_config()
     overrides = list(args.overrides)
     if args.steps is not None:
         overrides.append(f"steps={args.steps}")

@@ -56,6 +56,8 @@ class PretrainedCfg:
     file_format: str = "jmp-lightning"  # "jmp-lightning" (published JMP) or "openjmp" (ours)
     #: weights shipped inside the package: path under ``openjmp/assets`` (looked up first)
     packaged: str | None = None
+    #: how to cite the weights
+    citation: str | None = None
 
 
 @dataclass(frozen=True)
@@ -92,11 +94,36 @@ def list_models(pattern: str = "*", pretrained: bool = False) -> list[str]:
     )
 
 
+class UnknownModelError(KeyError, ValueError):
+    """A model name that is neither registered nor an existing file."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class ModelNotAvailableError(FileNotFoundError):
+    """A registered model whose weights are not on this machine (the message says where to get
+    them, where to put them, their licence and the checksum check)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+def canonical_name(name: str) -> str:
+    """Registered spelling of a model name: ``jmp_s`` / ``JMP-S`` -> ``jmp-s`` (a name that is
+    not registered is returned unchanged)."""
+    key = str(name).strip()
+    if key in _REGISTRY:
+        return key
+    alt = key.lower().replace("_", "-")
+    return alt if alt in _REGISTRY else key
+
+
 def get_model_entry(name: str) -> ModelEntry:
     try:
-        return _REGISTRY[name]
+        return _REGISTRY[canonical_name(name)]
     except KeyError:
-        raise KeyError(f"unknown model {name!r}; registered: {', '.join(list_models())}") from None
+        raise UnknownModelError(f"unknown model {name!r}; registered: {', '.join(list_models())}") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -189,33 +216,122 @@ def cache_dirs() -> list[Path]:
     return dirs
 
 
+def packaged_file(name: str) -> Path | None:
+    """The weight file shipped inside the package for ``name`` (None if it ships none)."""
+    cfg = get_model_entry(name).pretrained
+    if cfg is None or not cfg.packaged:
+        return None
+    from importlib import resources
+
+    return Path(str(resources.files("openjmp") / "assets" / cfg.packaged))
+
+
+def weight_status(name: str) -> tuple[str, Path | None]:
+    """(status, path) of ``name``'s weights: ``shipped`` (inside the package), ``present`` (in a
+    cache folder), ``missing`` (published, not on this machine) or ``none`` (no weights)."""
+    cfg = get_model_entry(name).pretrained
+    if cfg is None:
+        return "none", None
+    packaged = packaged_file(name)
+    if packaged is not None and packaged.is_file():
+        return "shipped", packaged
+    for d in cache_dirs():
+        if (d / cfg.file_name).is_file():
+            return "present", d / cfg.file_name
+    return "missing", None
+
+
+def _size_text(n: int) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+
+
+def missing_weights_message(name: str) -> str:
+    """One message for weights that are not here: where to download, where to put, licence, check."""
+    entry = get_model_entry(name)
+    cfg = entry.pretrained
+    assert cfg is not None
+    dest = cache_dirs()[0] / cfg.file_name
+    size = f", {_size_text(cfg.size_bytes)}" if cfg.size_bytes else ""
+    src = f"download {cfg.url}" if cfg.url else f"get {cfg.file_name}"
+    if cfg.sha256:
+        check = f"its SHA-256 is checked against {cfg.sha256} when it is loaded"
+    else:
+        check = ("its SHA-256 is checked when it is loaded once a digest is pinned (none is for this "
+                 "file yet" + (", its size is checked" if cfg.size_bytes else "") + ")")
+    lic = f"licence {cfg.license}" if cfg.license else "licence: see the source"
+    looked = ", ".join(str(d / cfg.file_name) for d in cache_dirs())
+    return (f"model {entry.name!r} ({cfg.file_name}{size}) is not on this machine and openjmp does not "
+            f"download: {src} and put it at {dest} (or in the folder named by ${ENV_CACHE}; looked in "
+            f"{looked}); {lic}; {check}")
+
+
 def resolve_pretrained_file(name: str) -> Path:
-    """The local file holding ``name``'s published weights, or a FileNotFoundError saying where
-    to get it and where to put it. Checks size (warning) and SHA-256 (when pinned)."""
+    """The local file holding ``name``'s published weights, or a :class:`ModelNotAvailableError`
+    saying where to get it and where to put it. Checks size (warning) and SHA-256 (when pinned)."""
     entry = get_model_entry(name)
     cfg = entry.pretrained
     if cfg is None:
-        raise ValueError(
-            f"model {name!r} has no published weights; pass checkpoint_path=... or use one of "
-            f"{', '.join(list_models(pretrained=True))}"
+        raise UnknownModelError(
+            f"model {entry.name!r} has no published weights (an architecture only); use one of "
+            f"{', '.join(list_models(pretrained=True))} or a model file path"
         )
-    candidates = [d / cfg.file_name for d in cache_dirs()]
-    if cfg.packaged:
-        from importlib import resources
+    status, path = weight_status(entry.name)
+    if path is None:
+        raise ModelNotAvailableError(missing_weights_message(entry.name))
+    check_pretrained_file(path, cfg)
+    return path
 
-        candidates.insert(0, Path(str(resources.files("openjmp") / "assets" / cfg.packaged)))
-    for path in candidates:
-        if path.is_file():
-            check_pretrained_file(path, cfg)
-            return path
-    where = f" from {cfg.url}" if cfg.url else ""
-    lic = f" (licence: {cfg.license})" if cfg.license else ""
-    raise FileNotFoundError(
-        f"the weights of {name!r} ({cfg.file_name}) are not on this machine. openjmp does not "
-        f"download files: get {cfg.file_name}{where}{lic} and put it at {candidates[0]}, or set "
-        f"${ENV_CACHE} to the folder holding it, or pass checkpoint_path=. Looked in: "
-        + ", ".join(str(p) for p in candidates)
-    )
+
+def looks_like_path(text: str) -> bool:
+    """A model argument written as a path (has a folder separator or a file suffix)."""
+    return "/" in text or os.sep in text or text.endswith((".pt", ".ckpt", ".pth")) or text.startswith("~")
+
+
+def resolve_model(name_or_path: str | Path) -> Path:
+    """The local file of a model given by registry name (``openjmp-mini``, ``jmp-s``, aliases
+    ``jmp_s``...) or path. Raises :class:`UnknownModelError` (neither a file nor a name),
+    :class:`ModelNotAvailableError` (a registered model whose weights are not here) or
+    FileNotFoundError (a path that does not exist)."""
+    text = str(name_or_path)
+    path = Path(os.path.expandvars(text)).expanduser()
+    if path.exists():
+        if path.is_dir():
+            raise IsADirectoryError(f"{path}: is a folder, not a model file")
+        return path
+    if canonical_name(text) in _REGISTRY:
+        return resolve_pretrained_file(canonical_name(text))
+    if looks_like_path(text):
+        raise FileNotFoundError(f"{text}: no such model file")
+    raise UnknownModelError(
+        f"unknown model {text!r}: not a file and not a registered name "
+        f"({', '.join(list_models(pretrained=True))})")
+
+
+def registry_name_of_file(path: str | Path) -> str | None:
+    """The registry name of a file that is a model's shipped or pinned weights (by SHA-256)."""
+    from openjmp.checkpoints.format import sha256_file
+
+    path = Path(path)
+    candidates = [n for n in list_models(pretrained=True) if _REGISTRY[n].pretrained.sha256
+                  or (packaged_file(n) is not None and packaged_file(n).is_file())]
+    if not candidates:
+        return None
+    for n in candidates:
+        packaged = packaged_file(n)
+        if packaged is not None and packaged.is_file():
+            try:
+                if packaged.resolve() == path.resolve():
+                    return n
+            except OSError:
+                pass
+    try:
+        digest = sha256_file(path)
+    except OSError:
+        return None
+    for n in candidates:
+        if _REGISTRY[n].pretrained.sha256 == digest:
+            return n
+    return None
 
 
 def check_pretrained_file(path: Path, cfg: PretrainedCfg) -> None:
@@ -353,9 +469,17 @@ def load_model_weights(model: nn.Module, path: str | Path, use_ema: bool = True)
 
 def load_model(path: str | Path, use_ema: bool = True, map_location: Any = "cpu"):
     """Rebuild a model from an openjmp model file: returns ``(model, ModelFile)``; the file's
-    ``normalization`` and ``heads`` say how to turn outputs into physical units."""
+    ``normalization`` and ``heads`` say how to turn outputs into physical units. ``path`` may be
+    a registry name (``openjmp-mini``; see :func:`resolve_model`)."""
     from openjmp.checkpoints.format import load_model_file
 
+    path = resolve_model(path)
+    if not is_openjmp_model_file(path):
+        from openjmp.checkpoints.errors import CheckpointReadError
+
+        raise CheckpointReadError(
+            f"{path}: not an openjmp model file (a published JMP checkpoint is converted with "
+            "`openjmp models convert`; fine-tuning writes OUTPUT_DIR/model.pt)")
     mf = load_model_file(path, map_location=map_location)
     model = build_model(mf.model_config)
     load_model_weights(model, path, use_ema=use_ema)
@@ -388,12 +512,15 @@ _JMP_SOURCE = (
     "PyTorch-Lightning checkpoint (EMA weights in optimizer_states)"
 )
 _JMP_LICENSE = "CC-BY-NC 4.0 (JMP repository LICENSE; check the terms before use)"
+_JMP_CITATION = ("N. Shoghi, A. Kolluru, J. R. Kitchin, Z. W. Ulissi, C. L. Zitnick, B. M. Wood, "
+                 "'From Molecules to Materials: Pre-training Large Generalizable Models for Atomic "
+                 "Property Prediction', ICLR 2024 (arXiv:2310.16802)")
 
 
 @register_model("jmp-s", preset_file="jmp_s", description="JMP-S: GemNet-OC, 4 blocks, ~44M parameters with heads",
                 pretrained=PretrainedCfg(file_name="jmp-s.pt", source=_JMP_SOURCE,
                                          url="https://jmp-iclr-datasets.s3.amazonaws.com/jmp-s.pt",
-                                         license=_JMP_LICENSE))
+                                         license=_JMP_LICENSE, citation=_JMP_CITATION))
 def jmp_s(**overrides: Any) -> nn.Module:
     return build_model(model_config("jmp-s", **overrides))
 
@@ -401,7 +528,8 @@ def jmp_s(**overrides: Any) -> nn.Module:
 @register_model("jmp-l", preset_file="jmp_l", description="JMP-L: GemNet-OC, 6 blocks, ~235M parameters with heads",
                 pretrained=PretrainedCfg(file_name="jmp-l.pt", source=_JMP_SOURCE,
                                          url="https://jmp-iclr-datasets.s3.amazonaws.com/jmp-l.pt",
-                                         license=_JMP_LICENSE, size_bytes=3_749_529_931))
+                                         license=_JMP_LICENSE, size_bytes=3_749_529_931,
+                                         citation=_JMP_CITATION))
 def jmp_l(**overrides: Any) -> nn.Module:
     return build_model(model_config("jmp-l", **overrides))
 
@@ -429,6 +557,8 @@ def _packaged_card(name: str) -> dict:
                     source="openjmp pretrain --config configs/pretrain/mini.yaml on the shipped mini suite "
                            "(EMT slabs + GFN2-xTB molecules and reaction paths); card: assets/weights/openjmp-mini.md",
                     license="MIT (weights trained by openjmp on openjmp's own generated data)",
-                    sha256=_packaged_card("openjmp-mini").get("sha256")))
+                    sha256=_packaged_card("openjmp-mini").get("sha256"),
+                    size_bytes=_packaged_card("openjmp-mini").get("size_bytes"),
+                    citation="openjmp (this package); the method: " + _JMP_CITATION))
 def openjmp_mini(**overrides: Any) -> nn.Module:
     return build_model(model_config("openjmp-mini", **overrides))

@@ -208,16 +208,14 @@ def model_config_for(cfg: FinetuneConfig, backbone: GemNetOCConfig) -> dict:
 
 
 def resolve_init_checkpoint(cfg: FinetuneConfig) -> Path:
-    """Path of ``init.checkpoint`` (a file, or a registry name with local weights)."""
-    from openjmp.models.registry import resolve_pretrained_file
+    """Path of ``init.checkpoint`` (a file, or a registry name with local weights: ``openjmp-mini``,
+    ``jmp-s``, ``jmp-l``; see :func:`openjmp.models.registry.resolve_model`)."""
+    from openjmp.models.registry import resolve_model
 
-    path = Path(cfg.init.checkpoint)
-    if not path.exists():
-        try:
-            path = resolve_pretrained_file(cfg.init.checkpoint)
-        except Exception as exc:
-            raise FinetuneError(f"init.checkpoint {cfg.init.checkpoint!r}: {exc}") from None
-    return path
+    try:
+        return resolve_model(cfg.init.checkpoint)
+    except (OSError, KeyError, ValueError) as exc:
+        raise FinetuneError(f"init.checkpoint {cfg.init.checkpoint!r}: {exc}") from None
 
 
 def build_finetune_model(cfg: FinetuneConfig):
@@ -241,7 +239,7 @@ def build_finetune_model(cfg: FinetuneConfig):
     if init.kind == "jmp":
         from openjmp.checkpoints.jmp import load_jmp_checkpoint
 
-        ckpt = load_jmp_checkpoint(init.checkpoint, use_ema=init.use_ema)
+        ckpt = load_jmp_checkpoint(resolve_init_checkpoint(cfg), use_ema=init.use_ema)
         backbone = finetune_backbone_config(cfg, ckpt.backbone_config.model_dump()
                                             if hasattr(ckpt.backbone_config, "model_dump") else dict(ckpt.backbone_config))
         model = build_model(model_config_for(cfg, backbone))
@@ -585,17 +583,23 @@ def run_finetuning(cfg: FinetuneConfig, callbacks=None) -> dict:
     if tc.early_stopping_patience:
         cbs.append(EarlyStopping(monitor="val/loss", patience=tc.early_stopping_patience, mode="min",
                                  check_on_train_epoch_end=False))
-    if tc.progress_bar:
-        from lightning.pytorch.callbacks import RichProgressBar
+    from openjmp.training.progress import ProgressLog, quiet_lightning, step_progress_bar, stdout_is_terminal, verbosity
 
-        cbs.append(RichProgressBar())
+    quiet_lightning()
+    # a terminal gets a live bar; a log (stdout redirected) gets a progress line at least every
+    # $OPENJMP_PROGRESS_INTERVAL seconds (30) and after each validation; --quiet: neither
+    live_bar = tc.progress_bar and stdout_is_terminal() and verbosity() >= 0
+    if live_bar:
+        cbs.append(step_progress_bar())
+    elif tc.progress_bar and verbosity() >= 0:
+        cbs.append(ProgressLog("fine-tune"))
     prepare_deterministic_cuda(tc.deterministic, tc.accelerator)
     trainer = L.Trainer(
         max_steps=schedule.max_steps, max_epochs=-1, accelerator=tc.accelerator, devices=tc.devices, precision=tc.precision,
         logger=[CSVLogger(out, name="logs", version="")], callbacks=cbs,
         val_check_interval=schedule.val_every_n_steps,
         check_val_every_n_epoch=None, log_every_n_steps=tc.log_every_n_steps, deterministic=tc.deterministic,
-        enable_progress_bar=tc.progress_bar, enable_checkpointing=False, enable_model_summary=False,
+        enable_progress_bar=live_bar, enable_checkpointing=False, enable_model_summary=False,
         inference_mode=False, max_time={"minutes": tc.max_time_minutes} if tc.max_time_minutes else None,
     )
     trainer.fit(module, train_loader, val_loader)

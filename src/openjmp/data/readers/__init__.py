@@ -59,7 +59,9 @@ FORMATS = tuple(READERS)
 def get_reader(name: str) -> type[Reader]:
     """The reader class for format ``name``."""
     if name not in READERS:
-        raise ValueError(f"unknown format {name!r}; known formats: {', '.join(FORMATS)}")
+        from openjmp.data.readers.base import DataFormatError
+
+        raise DataFormatError(f"unknown format {name!r}; known formats: {', '.join(FORMATS)}")
     module, cls = READERS[name]
     return getattr(importlib.import_module(module), cls)
 
