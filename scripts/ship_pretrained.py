@@ -95,9 +95,11 @@ edge dropout 0.1 on the a2a graph.
   EMT and GFN2-xTB, not the DFT of the real datasets.
 - **Architecture**: {params / 1e6:.2f} M parameters (backbone + 3 head pairs); preset `openjmp_mini`;
   {_basis_line(card['config'])}
-- **Forces**: each head has an energy MLP and a direct-force MLP (the table below scores the
-  direct one); the calculator, `predict`, `md` and `relax` use −dE/dx of the energy head by
-  default (conservative, so MD conserves energy; `forces="direct"` for the force MLP).
+- **Forces**: each head has an energy MLP and a direct-force MLP; the table below scores the
+  direct one, which is what the calculator, `predict`, `md` and `relax` use by default (the
+  forces the head was trained on; not conservative). `forces="gradient"` gives −dE/dx of the
+  energy MLP: conservative (NVE conserves energy), but that MLP was fitted to energies only, so
+  its gradient is not a trained force (docs/forces.md). For MD, fine-tune with gradient forces.
 - **Training**: {summary['steps']} optimisation steps of 8 structures; wall time
   {'%.0f min' % (args.wall_time_s / 60) if args.wall_time_s else 'n/a'} on {cpu}, {args.threads} thread(s)
   (the machine's 2 cores were shared with other work). {args.note}

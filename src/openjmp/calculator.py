@@ -11,9 +11,11 @@ code path as ``openjmp predict``; both use :mod:`openjmp.models.outputs`).
   one named by ``head``; a wrong name lists the heads. A file without an energy head (fine-tuned
   on properties only) gives its properties (``calc.get_property("gap", atoms)``); asking it for
   energy, forces or stress raises :class:`NoEnergyHeadError`.
-* Forces: −dE/dx (conservative, so MD conserves energy) by default, as ``openjmp predict``,
-  ``md`` and ``relax``; ``forces="direct"`` uses the head's direct-force MLP (``pretrain`` heads,
-  heads fine-tuned with direct forces), which is not conservative.
+* Forces: by default the ones the head was trained to give, as ``openjmp predict``, ``md`` and
+  ``relax``: a fine-tuned head's ``forces`` entry (usually ``gradient``, −dE/dx, conservative);
+  a ``pretrain`` head's direct-force MLP (accurate, not conservative: NVE energy drifts).
+  ``forces="gradient"`` gives −dE/dx of any energy head — conservative, but a pre-training
+  energy head was fitted to energies only, so its gradient is not a trained force (docs/forces.md).
 * Reuse between calls: the model is loaded once; when only positions change the graphs are
   rebuilt (neighbours change) but nothing else; when nothing changed ASE's cache answers.
   Stress is computed in the same backward pass when asked for.
@@ -56,7 +58,7 @@ class JMPCalculator(Calculator):
         device: torch device.
         dtype: ``"float32"`` or ``"float64"`` (use float64 for tight energy conservation).
         unknown_elements: ``"warn"`` (default), ``"error"`` or ``"ignore"``.
-        forces: ``"gradient"`` (−dE/dx, the default when None) or ``"direct"``.
+        forces: ``"gradient"`` (−dE/dx), ``"direct"`` or None (the head's trained convention).
         compile: run the backbone through ``torch.compile`` (off by default; see
             ``benchmarks/inference.py``).
         use_ema: use the file's EMA weights when present.

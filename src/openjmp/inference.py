@@ -242,13 +242,10 @@ class Predictor:
             raise HeadError(f"head {self.head_name!r}: the model has no module "
                             f"{self.head.get('energy_module')!r} (energy head)")
         self.force_module = get_module(self.model, self.head.get("force_module"))
-        # default: -dE/dx, the only forces that conserve energy in MD, for every head kind;
-        # a head fine-tuned with direct forces says so once (its energy gradient was not fitted)
-        self.forces = forces or "gradient"
-        if forces is None and self.head.get("kind") == "energy_forces" and self.head.get("forces") == "direct":
-            warnings.warn(f"head {self.head_name!r} was fine-tuned with direct forces; using "
-                          f"-dE/dx of its energy (conservative) — pass forces='direct' for its "
-                          f"trained force head", stacklevel=3)
+        # default: the forces the head was trained to give, so predict, the calculator, md and
+        # relax agree: pretrain heads their direct-force MLP (accurate, not conservative),
+        # fine-tuned heads their ``forces`` entry (usually gradient: conservative). docs/forces.md
+        self.forces = forces or self.head.get("forces") or "gradient"
         if self.forces not in (*FORCE_MODES, "none"):
             raise ValueError(f"forces must be 'gradient', 'direct' or None, got {self.forces!r}")
         if self.forces == "direct" and self.force_module is None:

@@ -156,11 +156,11 @@ def test_head_selection_and_errors(tmp_path, model_path):
     with pytest.raises(HeadError, match="no energy head"):
         JMPCalculator(no_energy)
     pre = write_model_file(tmp_path / "pre.pt", kind="pretrain", cutoff=5.0)
-    # default force mode: -dE/dx (conservative) for every head kind, as openjmp predict
-    calc = JMPCalculator(pre)
-    assert calc.head == "oc20"
-    assert calc.predictor.forces == "gradient" == load_predictor(pre).forces  # = openjmp predict
-    direct = JMPCalculator(pre, forces="direct")
+    # default force mode: the head's trained convention (pretrain heads: direct), as openjmp predict
+    direct = JMPCalculator(pre)
+    assert direct.head == "oc20"
+    assert direct.predictor.forces == "direct" == load_predictor(pre).forces  # = openjmp predict
+    calc = JMPCalculator(pre, forces="gradient")
     atoms = water_dimer()
     atoms.calc = direct
     f_direct = atoms.get_forces()

@@ -33,6 +33,7 @@ from physics_helpers import (
     write_random_model_file,
 )
 
+from openjmp.calculator import JMPCalculator
 from openjmp.models.gemnet_oc.bases import cos_dihedral, degenerate_tolerance
 
 #: symmetry-forbidden forces in float32, eV/Å; off-diagonal stress of cubic crystals, eV/Å³
@@ -166,14 +167,33 @@ def test_cos_dihedral_equals_the_original_elsewhere():
 # ------------------------------------------------------------------------------- relaxation
 
 
-def test_fire_returns_rattled_fcc_copper_to_its_lattice_sites(model_files):
+def fire_displacement(path, forces: str) -> float:
+    """Largest distance (Å) from its lattice site of an atom of fcc Cu 2×2×2 (a = 3.61 Å)
+    rattled by 0.1 Å and relaxed by FIRE to fmax 1e-3 eV/Å (mean shift removed)."""
     ideal = ideal_crystals()["fcc Cu"]
     atoms = rattled(ideal, stdev=0.1, seed=7)
-    atoms.calc = calculator(model_files["openjmp-mini"])
+    atoms.calc = JMPCalculator(path, dtype="float32", forces=forces, unknown_elements="ignore")
     assert FIRE(atoms, logfile=None).run(fmax=1e-3, steps=300)
     displacement = atoms.positions - ideal.positions
     displacement -= displacement.mean(axis=0)
-    assert np.linalg.norm(displacement, axis=1).max() <= 0.01
+    return float(np.linalg.norm(displacement, axis=1).max())
+
+
+def test_fire_returns_rattled_fcc_copper_to_its_lattice_sites(model_files):
+    """With openjmp-mini's default forces (the pre-training heads' direct-force MLP, the forces
+    it was trained on) FIRE returns every atom to its site."""
+    assert JMPCalculator(model_files["openjmp-mini"]).predictor.forces == "direct"
+    assert fire_displacement(model_files["openjmp-mini"], "direct") <= 0.01
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=(
+    "-dE/dx of openjmp-mini's pre-training energy head: that head was fitted to energies only "
+    "and pre-training saw no bulk metal, so ideal fcc Cu is a stationary point but not a minimum "
+    "of it (FIRE ends 0.34 Å from the sites; a head-only conservative fine-tune on mini-oc20 gave "
+    "0.29 Å). Needs bulk data and force-trained energy heads in pre-training (docs/forces.md)"))
+def test_fire_with_gradient_forces_of_the_pretraining_energy_head(model_files):
+    assert fire_displacement(model_files["openjmp-mini"], "gradient") <= 0.01
 
 
 # ------------------------------------------------------------------------------- MD benchmark

@@ -25,7 +25,7 @@ def add_model_args(p) -> None:
     p.add_argument("--dtype", choices=["float32", "float64"], default="float64",
                    help="compute precision (float64 for tight energy conservation)")
     p.add_argument("--forces", choices=["gradient", "direct"], default=None,
-                   help="force mode (default: gradient, -dE/dx, conservative, as openjmp predict; direct: the head's force MLP, not conservative)")
+                   help="force mode: gradient (-dE/dx, conservative) or direct (the head's force MLP, not conservative); default: the head's trained convention (pre-training heads: direct), as the calculator")
     p.add_argument("--unknown-elements", choices=["warn", "error", "ignore"], default="warn",
                    help="elements the head was not trained on")
 
@@ -118,6 +118,12 @@ def run(args) -> int:
     from ase.md.verlet import VelocityVerlet
 
     atoms = load_atoms_with_calculator(args)
+    if args.ensemble == "nve" and atoms.calc.predictor.forces == "direct":
+        import warnings
+
+        warnings.warn("NVE with direct forces (the head's force MLP, its trained convention): they "
+                      "are not -dE/dx, so the total energy drifts; --forces gradient conserves it "
+                      "(docs/forces.md)", stacklevel=1)
     if not (args.keep_velocities and atoms.has("momenta")):
         _thermalize(atoms, args.temperature, np.random.default_rng(args.seed))
         Stationary(atoms)

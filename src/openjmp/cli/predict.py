@@ -34,7 +34,7 @@ def register(subparsers, verb: str, help_text: str) -> None:
     p.add_argument("--split", help="only records of this split (readers that define splits)")
     p.add_argument("--max-atoms", type=int, default=2000, help="atoms per batch (memory bound)")
     p.add_argument("--forces", choices=["gradient", "direct"], default=None,
-                   help="force mode (default: gradient, -dE/dx, conservative; direct: the head's force MLP)")
+                   help="force mode: gradient (-dE/dx, conservative) or direct (the head's force MLP, not conservative); default: the head's trained convention (pre-training heads: direct), as the calculator")
     p.add_argument("--no-stress", action="store_true", help="skip stress of periodic structures")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="compute precision")
