@@ -4,7 +4,6 @@ graph's cutoff so the energy is continuous as atoms cross it, and graphs must ma
 
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 
@@ -12,7 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from openjmp.models.gemnet_oc.bases import cos_dihedral, legendre_harmonics, smooth_dihedral_harmonics
+from openjmp.models.gemnet_oc.bases import (
+    cos_dihedral,
+    legendre_harmonics,
+    smooth_dihedral_harmonics,
+)
 from openjmp.models.gemnet_oc.config import GemNetOCConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "inference"))

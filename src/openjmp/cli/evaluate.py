@@ -27,11 +27,10 @@ def register(subparsers, verb: str, help_text: str) -> None:
 
 
 def run(args) -> int:
+    from openjmp.cli.common import check_device
     from openjmp.data.readers import read
     from openjmp.models.registry import resolve_model
     from openjmp.training.evaluate import evaluate_records
-
-    from openjmp.cli.common import check_device
 
     check_device(args.device)
     args.model = resolve_model(args.model)  # an unknown name or missing file fails before reading data

@@ -26,6 +26,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "predict": ("openjmp.cli.predict", "predict energies, forces, stress and properties of a structure file"),
     "md": ("openjmp.cli.md", "molecular dynamics (NVE / Langevin) with a model file over ASE"),
     "relax": ("openjmp.cli.relax", "relax positions (and cell) with a model file over ASE (FIRE / BFGS)"),
+    "lammps": ("openjmp.cli.lammps", "run a LAMMPS input script with a model file (fix external; openjmp[lammps])"),
 }
 
 

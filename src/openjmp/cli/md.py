@@ -34,9 +34,8 @@ def load_atoms_with_calculator(args):
     import ase.io
 
     from openjmp.calculator import JMPCalculator
-    from openjmp.models.registry import resolve_model
-
     from openjmp.cli.common import check_device
+    from openjmp.models.registry import resolve_model
 
     check_device(args.device)
     args.model = resolve_model(args.model)  # a wrong name or path fails before the structure is read

@@ -118,10 +118,9 @@ def run(args) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from openjmp.cli.common import check_device
     from openjmp.data.readers import read
     from openjmp.inference import load_predictor, split_results
-
-    from openjmp.cli.common import check_device
 
     console = Console(stderr=True)
     check_device(args.device)

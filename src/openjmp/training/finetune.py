@@ -583,7 +583,13 @@ def run_finetuning(cfg: FinetuneConfig, callbacks=None) -> dict:
     if tc.early_stopping_patience:
         cbs.append(EarlyStopping(monitor="val/loss", patience=tc.early_stopping_patience, mode="min",
                                  check_on_train_epoch_end=False))
-    from openjmp.training.progress import ProgressLog, quiet_lightning, step_progress_bar, stdout_is_terminal, verbosity
+    from openjmp.training.progress import (
+        ProgressLog,
+        quiet_lightning,
+        stdout_is_terminal,
+        step_progress_bar,
+        verbosity,
+    )
 
     quiet_lightning()
     # a terminal gets a live bar; a log (stdout redirected) gets a progress line at least every

@@ -170,7 +170,6 @@ class PairInteraction(nn.Module):
     def forward(self, h: torch.Tensor, rad_basis: torch.Tensor, pad_index: torch.Tensor
                 ) -> torch.Tensor:
         """rad_basis (N, emb_rbf, K); pad_index (N, K): source atom of each a2a edge."""
-        num_atoms = h.shape[0]
         x_pad = gather_padded(self.down_projection(h), pad_index)  # (N, K, pair_in)
         x = torch.matmul(rad_basis, x_pad)  # (N, emb_rbf, pair_in)
         h_out = self.scale_rbf_sum(self.bilinear(x.flatten(1)))
