@@ -1,7 +1,8 @@
 """Energy conservation of NVE molecular dynamics with JMPCalculator (issue 15).
 
 Velocity Verlet (ase.md.verlet.VelocityVerlet) from a Maxwell–Boltzmann distribution at 300 K
-(seeded, total momentum removed), forces of the model's default energy head as −dE/dx
+(seeded, total momentum removed), forces as −dE/dx of the energy head of the system's domain
+(mini-oc20 for Cu, mini-ani1x for ethanol, when the file has them; else its default head)
 (``--forces direct`` uses a pre-training head's direct-force MLP instead, which does not conserve
 energy):
 
@@ -47,6 +48,9 @@ class System:
     description: str
     build: Callable
     timestep_fs: float
+    #: the energy head whose domain the system belongs to, used when the model file has it
+    #: (otherwise the file's default head)
+    head: str | None = None
 
 
 def fcc_copper_108():
@@ -64,8 +68,8 @@ def ethanol():
 
 
 SYSTEMS = {
-    "cu108": System("fcc Cu 3x3x3 cubic, 108 atoms, periodic", fcc_copper_108, 1.0),
-    "ethanol": System("ethanol CH3CH2OH in vacuum, 9 atoms", ethanol, 0.5),
+    "cu108": System("fcc Cu 3x3x3 cubic, 108 atoms, periodic", fcc_copper_108, 1.0, "mini-oc20"),
+    "ethanol": System("ethanol CH3CH2OH in vacuum, 9 atoms", ethanol, 0.5, "mini-ani1x"),
 }
 
 
@@ -132,14 +136,19 @@ def benchmark_system(name: str, model_path: Path, dtype: str, forces: str, steps
     statistics, timings and traces."""
     from openjmp.calculator import JMPCalculator
 
+    from openjmp.checkpoints.format import load_model_file
+
     system = SYSTEMS[name]
     atoms = system.build()
-    atoms.calc = JMPCalculator(model_path, dtype=dtype, forces=forces, unknown_elements="ignore")
+    head = system.head if system.head in load_model_file(model_path).heads else None
+    atoms.calc = JMPCalculator(model_path, head=head, dtype=dtype, forces=forces,
+                               unknown_elements="ignore")
     thermalise(atoms, TEMPERATURE_K, seed)
     run = run_nve(atoms, system.timestep_fs, steps)
     stats = drift_statistics(run["trace"])
     return {
-        "description": system.description, "natoms": len(atoms), "timestep_fs": system.timestep_fs,
+        "description": system.description, "head": atoms.calc.head, "natoms": len(atoms),
+        "timestep_fs": system.timestep_fs,
         "steps": steps, "duration_ps": steps * system.timestep_fs * 1e-3, **stats,
         "within_target": bool(abs(stats["drift_meV_per_atom_per_ps"]) <= DRIFT_TARGET),
         "wall_s": run["wall_s"], "ms_per_step": 1e3 * run["wall_s"] / max(steps, 1),
@@ -206,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     print_table(results)
     payload = {
         "machine": machine_info(),
-        "config": {"model": args.model, "model_file": str(model_path), "dtype": args.dtype,
+        "config": {"model": args.model, "model_file": model_path.name, "dtype": args.dtype,
                    "integrator": "ase.md.verlet.VelocityVerlet", "initial_temperature_K": TEMPERATURE_K,
                    "seed": args.seed, "forces": args.forces,
                    "drift_target_meV_per_atom_per_ps": DRIFT_TARGET},

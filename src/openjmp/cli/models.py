@@ -1,11 +1,13 @@
-"""``openjmp models list|inspect|convert``: presets, checkpoint summaries, JMP -> openjmp files.
+"""``openjmp models list|inspect|convert|export``: presets, checkpoint summaries, JMP -> openjmp files.
 
 * ``list``: registered models, their weights and whether they are shipped (inside the package),
   present (in $OPENJMP_CACHE or ~/.cache/openjmp) or missing (openjmp never downloads; see
   ``openjmp.models.registry``);
 * ``inspect NAME|FILE``: summary of a registered model (``openjmp-mini``, ``jmp-s``), a published
   JMP checkpoint or an openjmp model file (read without executing anything from the file);
-* ``convert JMP_CKPT OUT``: write an openjmp model file with the EMA weights (default).
+* ``convert JMP_CKPT OUT``: write an openjmp model file with the EMA weights (default);
+* ``export NAME|FILE --format torchscript --out FILE``: a portable TorchScript file of the
+  energy head (energy, -dE/dx forces; loads with torch only; see docs/simulations.md).
 """
 
 from __future__ import annotations
@@ -38,6 +40,16 @@ def register(subparsers, verb: str, help_text: str) -> None:
                            help="out-block MLP values as JMP fine-tuning ends up with (jmp) or EMA")
     p_convert.add_argument("--preset", default=None, help="registry name of the layout")
     p_convert.set_defaults(func=run_convert)
+
+    p_export = sub.add_parser("export", help="portable TorchScript file (torch only) of an energy head")
+    p_export.add_argument("model", metavar="NAME|FILE", help="registered name or openjmp model file")
+    p_export.add_argument("--format", choices=("torchscript", "aoti"), default="torchscript",
+                          help="torchscript (works with torch 2.13); aoti is refused with the reason")
+    p_export.add_argument("--out", type=Path, required=True, help="file to write")
+    p_export.add_argument("--head", default=None, help="energy head (default: as the calculator)")
+    p_export.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p_export.add_argument("--raw", action="store_true", help="raw training weights instead of EMA")
+    p_export.set_defaults(func=run_export)
 
 
 def run_list(args) -> int:
@@ -160,4 +172,18 @@ def run_convert(args) -> int:
     digest = convert_jmp_checkpoint(args.source, args.destination, preset=args.preset,
                                     use_ema=not args.raw, alias_values=args.alias_values)
     print(f"wrote {args.destination} (sha256 {digest})")
+    return 0
+
+
+def run_export(args) -> int:
+    from openjmp.export import export_model
+
+    try:
+        out = export_model(args.model, args.out, format=args.format, head=args.head,
+                           dtype=args.dtype, use_ema=not args.raw)
+    except NotImplementedError as exc:
+        print(f"openjmp models export: {exc}")
+        return 2
+    print(f"wrote {out} (TorchScript; torch.jit.load, forward(atomic_numbers, positions, cell, pbc, "
+          f"batch) -> energy, forces)")
     return 0
