@@ -135,7 +135,6 @@ def benchmark_system(name: str, model_path: Path, dtype: str, forces: str, steps
     """NVE run of system ``name`` with the model file (``forces``: gradient or direct);
     statistics, timings and traces."""
     from openjmp.calculator import JMPCalculator
-
     from openjmp.checkpoints.format import load_model_file
 
     system = SYSTEMS[name]

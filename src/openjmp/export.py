@@ -39,7 +39,6 @@ from __future__ import annotations
 import contextlib
 import json
 from pathlib import Path
-from typing import Dict, List, Tuple
 
 import torch
 from torch import nn
@@ -76,7 +75,7 @@ def _padded_index(outer: torch.Tensor, inner: torch.Tensor, num_outer: int, rows
 
 
 @torch.jit.script
-def _csr_by(index: torch.Tensor, num_groups: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _csr_by(index: torch.Tensor, num_groups: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     perm = torch.sort(index, stable=True).indices
     counts = torch.bincount(index, minlength=num_groups)
     return perm, counts, torch.cumsum(counts, 0) - counts
@@ -84,7 +83,7 @@ def _csr_by(index: torch.Tensor, num_groups: int) -> Tuple[torch.Tensor, torch.T
 
 @torch.jit.script
 def _expand_groups(key: torch.Tensor, perm: torch.Tensor, counts: torch.Tensor,
-                   ptr: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+                   ptr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     reps = counts[key]
     total = int(reps.sum())
     rows = torch.repeat_interleave(torch.arange(key.shape[0], device=key.device), reps,
@@ -96,7 +95,7 @@ def _expand_groups(key: torch.Tensor, perm: torch.Tensor, counts: torch.Tensor,
 
 @torch.jit.script
 def _triplets(edge_index: torch.Tensor, num_atoms: int
-              ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     target = edge_index[1]
     perm, counts, ptr = _csr_by(target, num_atoms)
     out, in_ = _expand_groups(target, perm, counts, ptr)
@@ -108,7 +107,7 @@ def _triplets(edge_index: torch.Tensor, num_atoms: int
 @torch.jit.script
 def _mixed_triplets(in_edge_index: torch.Tensor, in_offset: torch.Tensor,
                     out_edge_index: torch.Tensor, out_offset: torch.Tensor, num_atoms: int,
-                    to_outedge: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+                    to_outedge: bool) -> tuple[torch.Tensor, torch.Tensor]:
     in_src, in_tgt = in_edge_index[0], in_edge_index[1]
     out_src, out_tgt = out_edge_index[0], out_edge_index[1]
     perm, counts, ptr = _csr_by(in_tgt, num_atoms)
@@ -126,7 +125,7 @@ def _mixed_triplets(in_edge_index: torch.Tensor, in_offset: torch.Tensor,
 
 @torch.jit.script
 def _symmetrize_main(edge_index: torch.Tensor, cell_offset: torch.Tensor,
-                     edge_structure: torch.Tensor, num_structures: int) -> List[torch.Tensor]:
+                     edge_structure: torch.Tensor, num_structures: int) -> list[torch.Tensor]:
     """[edge_index, cell_offset, id_swap, num_neighbors, kept, reversed]."""
     if edge_structure.numel() > 1 and bool((edge_structure[1:] < edge_structure[:-1]).any()):
         raise ValueError("main-graph edges must be grouped by structure")
@@ -160,7 +159,7 @@ def build_indices(batch: torch.Tensor, num_structures: int, main_edge_index: tor
                   main_cell_offset: torch.Tensor, a2a_edge_index: torch.Tensor,
                   a2a_cell_offset: torch.Tensor, ae_edge_index: torch.Tensor,
                   ae_cell_offset: torch.Tensor, qint_edge_index: torch.Tensor,
-                  qint_cell_offset: torch.Tensor) -> Dict[str, torch.Tensor]:
+                  qint_cell_offset: torch.Tensor) -> dict[str, torch.Tensor]:
     """Every integer index tensor of ``build_model_graphs`` (names as its ``ModelGraphs``
     fields), from the four graphs (atom indices offset per structure, edges grouped by
     structure)."""
@@ -230,7 +229,7 @@ def build_indices(batch: torch.Tensor, num_structures: int, main_edge_index: tor
 
 @torch.jit.script
 def radius_graph(positions: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor, cutoff: float,
-                 max_neighbors: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                 max_neighbors: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(edge_index (2, E), cell_offset (E, 3), distance (E,)) of one structure: every (source
     image, target) pair with distance <= cutoff, no self pair at zero offset, edges sorted by
     target, source, offset; at most ``max_neighbors`` closest per target (ties: that order).
@@ -239,7 +238,7 @@ def radius_graph(positions: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor,
     pos = positions.to(torch.float64)
     c = cell.to(torch.float64)
     n = pos.shape[0]
-    reps: List[int] = []
+    reps: list[int] = []
     if bool(pbc.any()):
         inv_t = torch.linalg.inv(c).t()  # rows: reciprocal vectors / 2π
         for d in range(3):
@@ -277,13 +276,13 @@ def radius_graph(positions: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor,
 
 @torch.jit.script
 def goc_graphs(positions: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor, batch: torch.Tensor,
-               cutoffs: List[float], max_neighbors: List[int]) -> List[torch.Tensor]:
+               cutoffs: list[float], max_neighbors: list[int]) -> list[torch.Tensor]:
     """The four graphs of a batch ([main_ei, main_off, a2a_ei, a2a_off, a2ee2a_ei, a2ee2a_off,
     qint_ei, qint_off], atom indices offset per structure) as openjmp builds them (every atom
     tag 2). ``cutoffs`` / ``max_neighbors``: main, a2ee2a, qint, a2a."""
     num_structures = cell.shape[0]
     counts = torch.bincount(batch, minlength=num_structures)
-    outs: List[List[torch.Tensor]] = [[], [], [], [], [], [], [], []]
+    outs: list[list[torch.Tensor]] = [[], [], [], [], [], [], [], []]
     start = 0
     for b in range(num_structures):
         nb = int(counts[b])
@@ -308,7 +307,7 @@ def goc_graphs(positions: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor, b
         outs[6].append(ei)
         outs[7].append(off)
         start += nb
-    cat: List[torch.Tensor] = []
+    cat: list[torch.Tensor] = []
     for i in range(8):
         cat.append(torch.cat(outs[i], dim=1 if i % 2 == 0 else 0))
     # order: main, a2a, a2ee2a, qint
@@ -384,7 +383,7 @@ class _Network(nn.Module):
         self.reduction = reduction
 
     def forward(self, atomic_numbers: torch.Tensor, pos: torch.Tensor, cell: torch.Tensor,
-                batch: torch.Tensor, g: Dict[str, torch.Tensor]) -> torch.Tensor:
+                batch: torch.Tensor, g: dict[str, torch.Tensor]) -> torch.Tensor:
         from openjmp.models.gemnet_oc.backbone import ModelGraphs, _vectors
         from openjmp.models.gemnet_oc.indices import QuadrupletIndex, TripletIndex
         from openjmp.models.heads import energy_from_atoms
@@ -443,8 +442,8 @@ class ExportedJMP(nn.Module):
     """Scripted wrapper: graphs -> indices -> traced network -> energy, −dE/dx."""
 
     def __init__(self, network: torch.jit.ScriptModule, std: float, mean: float,
-                 linear_reference: torch.Tensor, cutoffs: List[float], max_neighbors: List[int],
-                 elements: List[int], dtype: torch.dtype, metadata: str) -> None:
+                 linear_reference: torch.Tensor, cutoffs: list[float], max_neighbors: list[int],
+                 elements: list[int], dtype: torch.dtype, metadata: str) -> None:
         super().__init__()
         self.network = network
         self.std = std
@@ -459,7 +458,7 @@ class ExportedJMP(nn.Module):
 
     @torch.jit.export
     def graphs(self, positions: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor,
-               batch: torch.Tensor) -> List[torch.Tensor]:
+               batch: torch.Tensor) -> list[torch.Tensor]:
         """[main_ei, main_off, a2a_ei, a2a_off, a2ee2a_ei, a2ee2a_off, qint_ei, qint_off]."""
         if cell.dim() == 2:
             cell = cell.unsqueeze(0)
@@ -474,7 +473,7 @@ class ExportedJMP(nn.Module):
                        main_cell_offset: torch.Tensor, a2a_edge_index: torch.Tensor,
                        a2a_cell_offset: torch.Tensor, a2ee2a_edge_index: torch.Tensor,
                        a2ee2a_cell_offset: torch.Tensor, qint_edge_index: torch.Tensor,
-                       qint_cell_offset: torch.Tensor) -> Dict[str, torch.Tensor]:
+                       qint_cell_offset: torch.Tensor) -> dict[str, torch.Tensor]:
         if cell.dim() == 2:
             cell = cell.unsqueeze(0)
         num_structures = cell.shape[0]
@@ -502,7 +501,7 @@ class ExportedJMP(nn.Module):
         return {"energy": energy, "forces": forces.detach()}
 
     def forward(self, atomic_numbers: torch.Tensor, positions: torch.Tensor, cell: torch.Tensor,
-                pbc: torch.Tensor, batch: torch.Tensor) -> Dict[str, torch.Tensor]:
+                pbc: torch.Tensor, batch: torch.Tensor) -> dict[str, torch.Tensor]:
         gr = self.graphs(positions, cell, pbc, batch)
         return self.forward_graphs(atomic_numbers, positions, cell, batch, gr[0], gr[1], gr[2],
                                    gr[3], gr[4], gr[5], gr[6], gr[7])
