@@ -43,6 +43,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+import openjmp.models.gemnet_oc.indices as _indices
+
 FORMATS = ("torchscript",)
 
 
@@ -50,18 +52,10 @@ FORMATS = ("torchscript",)
 # Tuple-returning twins of openjmp.models.gemnet_oc.indices (dataclasses do not script).
 
 
-@torch.jit.script
-def _inner_index(group: torch.Tensor, num_groups: int) -> torch.Tensor:
-    n = group.shape[0]
-    if n == 0:
-        return group.new_zeros(0)
-    order = torch.sort(group, stable=True).indices
-    counts = torch.bincount(group, minlength=num_groups)
-    starts = torch.cumsum(counts, 0) - counts
-    rank_sorted = torch.arange(n, device=group.device) - starts[group[order]]
-    rank = torch.empty_like(rank_sorted)
-    rank[order] = rank_sorted
-    return rank
+# identical functions: scripted from indices.py itself (one copy of the math)
+_inner_index = torch.jit.script(_indices.inner_index)
+_csr_by = torch.jit.script(_indices._csr_by)
+_expand_groups = torch.jit.script(_indices._expand_groups)
 
 
 @torch.jit.script
@@ -72,25 +66,6 @@ def _padded_index(outer: torch.Tensor, inner: torch.Tensor, num_outer: int, rows
     idx = torch.full((num_outer, k), num_rows, dtype=torch.long, device=outer.device)
     idx[outer, inner] = rows
     return idx
-
-
-@torch.jit.script
-def _csr_by(index: torch.Tensor, num_groups: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    perm = torch.sort(index, stable=True).indices
-    counts = torch.bincount(index, minlength=num_groups)
-    return perm, counts, torch.cumsum(counts, 0) - counts
-
-
-@torch.jit.script
-def _expand_groups(key: torch.Tensor, perm: torch.Tensor, counts: torch.Tensor,
-                   ptr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    reps = counts[key]
-    total = int(reps.sum())
-    rows = torch.repeat_interleave(torch.arange(key.shape[0], device=key.device), reps,
-                                   output_size=total)
-    first = torch.cumsum(reps, 0) - reps
-    local = torch.arange(total, device=key.device) - first[rows]
-    return rows, perm[ptr[key[rows]] + local]
 
 
 @torch.jit.script
