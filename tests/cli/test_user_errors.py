@@ -68,6 +68,14 @@ MISTAKES = [
     ("study unknown task", ["study", "--tasks", "qm7"], "qm7"),
     ("data inspect missing", ["data", "inspect", "nothing.extxyz"], "nothing.extxyz"),
     ("inspect missing structure", ["inspect", "nothing.cif"], "nothing.cif"),
+    ("export to an unknown file type", ["data", "export", "h2o.extxyz", "--out", "h2o.csv"], "h2o.csv"),
+    ("export over an existing file", ["data", "export", "h2o.extxyz", "--out", "h2o.extxyz"], "--overwrite"),
+    ("--splits without --split", ["data", "export", "--splits", "bad.yaml", "--out", "x.extxyz"], "--split"),
+    ("not a splits file", ["evaluate", "--model", "openjmp-mini", "--splits", "list.yaml", "--split", "test"],
+     "list.yaml"),
+    ("evaluate without data or splits", ["evaluate", "--model", "openjmp-mini"], "--data"),
+    ("bad reader option", ["evaluate", "--model", "openjmp-mini", "--data", "h2o.extxyz", "-o", "energy_kee=x"],
+     "energy_kee"),
 ]
 
 

@@ -3,6 +3,7 @@
 - ``convert SRC --format NAME --out DIR``: stream any supported source into a store (sharded
   LMDB + metadata; atomic and resumable; see `openjmp.data.store`).
 - ``inspect PATH``: counts and statistics (energy eV, forces eV/Å, targets) of a source or store.
+- ``export SRC --out FILE``: records of a source or store (or of one split) as extxyz / ASE db.
 - ``generate``: mini datasets (implemented in ``openjmp.cli.data_generate`` when present).
 
 Reader options go through ``-o KEY=VALUE`` (values parsed as YAML: ``-o level=wb97x_tz``,
@@ -17,11 +18,15 @@ import json
 import sys
 from pathlib import Path
 
+from openjmp.cli.common import add_reader_arguments, add_split_arguments, open_reader
 
-def _format_help() -> str:
-    from openjmp.data.readers import FORMATS
+EXPORT_DOC = """Write records to a plain file any tool reads: extxyz (energy, forces, stress as ASE
+results; graph-level targets in info; source ids in info["openjmp_source"], so that a re-read
+file keeps its record ids and a run's splits.json still selects it) or an ASE database (.db).
 
-    return "format name (detected from the path when omitted): " + ", ".join(FORMATS)
+  openjmp data export store/ --split val --out val.extxyz
+  openjmp data export --splits runs/ethanol/splits.json --split test --out test.extxyz
+"""
 
 
 def register(subparsers, verb: str, help_text: str) -> None:
@@ -36,30 +41,33 @@ def register(subparsers, verb: str, help_text: str) -> None:
     sub = p.add_subparsers(dest="data_verb", metavar="SUBVERB")
 
     c = sub.add_parser("convert", help="convert a dataset into an openjmp training store")
-    c.add_argument("src", type=Path, help="source file or folder")
-    c.add_argument("--format", default=None, help=_format_help())
+    c.add_argument("src", type=Path, help="source file or folder (or asset://mini/...)")
     c.add_argument("--out", type=Path, required=True, help="store folder to create")
-    c.add_argument(
-        "--skip-bad", action="store_true", help="skip (and count) bad records instead of failing"
-    )
     c.add_argument(
         "--shard-size", type=int, default=10_000, help="records per LMDB shard (default 10000)"
     )
     c.add_argument("--overwrite", action="store_true", help="replace an existing store at --out")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _add_options(c)
+    add_reader_arguments(c)
     c.set_defaults(func=run_convert)
 
     i = sub.add_parser("inspect", help="summarise a dataset or a store")
     i.add_argument("path", type=Path, help="source file or folder, or a store")
-    i.add_argument("--format", default=None, help=_format_help())
     i.add_argument("--split", default=None, help="only this split")
     i.add_argument("--json", action="store_true", help="print the summary as JSON")
-    i.add_argument(
-        "--skip-bad", action="store_true", help="skip (and count) bad records instead of failing"
-    )
-    _add_options(i)
+    add_reader_arguments(i)
     i.set_defaults(func=run_inspect)
+
+    e = sub.add_parser("export", help="write records of any source or store to extxyz or an ASE database",
+                       description=EXPORT_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
+    e.add_argument("src", type=Path, nargs="?", default=None,
+                   help="source file or folder, or a store (default: the source named by --splits)")
+    e.add_argument("--out", type=Path, required=True, help="output file: .extxyz / .xyz, or .db (ASE database)")
+    e.add_argument("--max-records", type=int, default=None, help="only the first N selected records")
+    e.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    add_reader_arguments(e)
+    add_split_arguments(e)
+    e.set_defaults(func=run_export)
 
     # Hook for the mini-dataset generator (another module owns it): it registers itself with
     # `register(subparsers, verb, help_text)` like a top-level verb.
@@ -77,32 +85,6 @@ def register(subparsers, verb: str, help_text: str) -> None:
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
-def _add_options(parser) -> None:
-    parser.add_argument(
-        "-o",
-        "--option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="reader option (repeatable), value parsed as YAML, e.g. -o split=jmp",
-    )
-    parser.add_argument(
-        "--no-validate", action="store_true", help="do not run structure checks on records"
-    )
-
-
-def parse_options(items: list[str]) -> dict:
-    import yaml
-
-    options = {}
-    for item in items:
-        if "=" not in item:
-            raise ValueError(f"reader option {item!r} is not KEY=VALUE")
-        key, value = item.split("=", 1)
-        options[key.strip().replace("-", "_")] = yaml.safe_load(value) if value else None
-    return options
-
-
 def _fail(message: str) -> int:
     """One line ``openjmp data VERB: message`` on stderr, exit status 2."""
     verb = next((a for a in sys.argv[1:] if a in ("convert", "inspect", "generate", "export")), None)
@@ -112,21 +94,12 @@ def _fail(message: str) -> int:
     return 2
 
 
-def _open(args, path: Path):
-    from openjmp.data.readers import read
-
-    options = parse_options(args.option)
-    if args.no_validate:
-        options["validate"] = False
-    return read(path, args.format, skip_bad=args.skip_bad, **options)
-
-
 def run_convert(args) -> int:
     from openjmp.data.readers.base import DataFormatError
     from openjmp.data.store import convert
 
     try:
-        reader = _open(args, args.src)
+        reader = open_reader(args, args.src)
         meta = convert(
             reader,
             args.out,
@@ -175,7 +148,7 @@ def run_inspect(args) -> int:
 
         if args.split is not None and (args.format or detect_format(args.path)) == "store":
             args.option = [*args.option, f"split={args.split}"]  # the store selects by index
-        reader = _open(args, args.path)
+        reader = open_reader(args, args.path)
         summary = inspect_summary(reader, args.split)
     except (DataFormatError, FileNotFoundError, ValueError, TypeError, KeyError) as exc:
         return _fail(str(exc).strip("'\""))
@@ -216,3 +189,37 @@ def _print_table(summary: dict) -> None:
     if summary["skipped"]:
         table.add_row("skipped", ", ".join(f"{k} {v:,}" for k, v in summary["skipped"].items()))
     Console().print(table)
+
+
+def run_export(args) -> int:
+    """``openjmp data export``: selected records → extxyz / ASE db (temp file, then rename)."""
+    import os
+
+    import ase.io
+
+    from openjmp.cli.common import select_records
+    from openjmp.cli.main import UserError
+
+    suffix = args.out.suffix.lower()
+    if suffix not in (".extxyz", ".xyz", ".db"):
+        raise UserError(f"--out {args.out}: use .extxyz / .xyz (extended XYZ) or .db (ASE database)")
+    if args.out.exists() and not args.overwrite:
+        raise UserError(f"--out {args.out} exists (use --overwrite to replace it)")
+    records = select_records(args, args.src)
+    if args.max_records is not None:
+        records = records[: args.max_records]
+    if not records:
+        raise UserError(f"{args.src or args.splits}: no records to export")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_name(f".{args.out.name}.tmp{suffix}")
+    tmp.unlink(missing_ok=True)
+    try:
+        frames = [record.to_atoms() for record in records]
+        ase.io.write(str(tmp), frames, format="db" if suffix == ".db" else "extxyz")
+        os.chmod(tmp, 0o644)
+        tmp.replace(args.out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    atoms = sum(r.natoms for r in records)
+    print(f"wrote {len(records):,} records ({atoms:,} atoms) to {args.out}")
+    return 0

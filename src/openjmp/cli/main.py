@@ -98,6 +98,7 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     ]
     for module, name in (("openjmp.training.finetune", "FinetuneError"), ("openjmp.training.pretrain", "PretrainError"),
                          ("openjmp.training.head_transfer", "HeadTransferError"),
+                         ("openjmp.data.split_file", "SplitFileError"),
                          ("ase.io.formats", "UnknownFileTypeError"), ("pydantic", "ValidationError")):
         mod = sys.modules.get(module)  # only what the verb imported (its errors are the only ones possible)
         if mod is not None and hasattr(mod, name):

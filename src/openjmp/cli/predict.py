@@ -30,8 +30,6 @@ def register(subparsers, verb: str, help_text: str) -> None:
                    "(default: <input name>.pred.extxyz in the current folder)")
     p.add_argument("--head", help="energy head name (default: fine-tuned energy head, else the "
                    "first pre-training head)")
-    p.add_argument("--format", help="input format name (detected when omitted)")
-    p.add_argument("--split", help="only records of this split (readers that define splits)")
     p.add_argument("--max-atoms", type=int, default=2000, help="atoms per batch (memory bound)")
     p.add_argument("--forces", choices=["gradient", "direct"], default=None,
                    help="force mode: gradient (-dE/dx, conservative) or direct (the head's force MLP, not conservative); default: the head's trained convention (pre-training heads: direct), as the calculator")
@@ -41,6 +39,10 @@ def register(subparsers, verb: str, help_text: str) -> None:
     p.add_argument("--unknown-elements", choices=["warn", "error", "ignore"], default="warn",
                    help="elements the head was not trained on")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from openjmp.cli.common import add_reader_arguments, add_split_arguments
+
+    add_reader_arguments(p)
+    add_split_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -118,8 +120,7 @@ def run(args) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from openjmp.cli.common import check_device
-    from openjmp.data.readers import read
+    from openjmp.cli.common import check_device, open_reader, select_records
     from openjmp.inference import load_predictor, split_results
 
     console = Console(stderr=True)
@@ -127,17 +128,24 @@ def run(args) -> int:
     predictor = load_predictor(args.model, head=args.head, device=args.device,
                                dtype=args.dtype, forces=args.forces, stress=not args.no_stress,
                                unknown_elements=args.unknown_elements)
-    reader = read(args.input, args.format)
     out = args.out or Path(f"{args.input.name.split('.')[0] or 'structures'}.pred.extxyz")
-    try:
-        total = len(reader)  # type: ignore[arg-type]
-    except TypeError:
-        total = None
+    if args.splits is not None:  # select by the ids of a run's splits file (needs the whole source)
+        selected = select_records(args, args.input)
+        total = len(selected)
 
-    def records():
-        for item in reader:
-            if args.split is None or item.split == args.split:
-                yield item.record
+        def records():
+            yield from selected
+    else:  # streamed: a source of any size
+        reader = open_reader(args, args.input)
+        try:
+            total = len(reader) if args.split is None else None  # type: ignore[arg-type]
+        except TypeError:
+            total = None
+
+        def records():
+            for item in reader:
+                if args.split is None or item.split == args.split:
+                    yield item.record
 
     writer = _Writer(out)
     count = atoms_done = 0

@@ -30,6 +30,52 @@ class InvalidStructureError(ValueError):
     """A structure (record) is not usable. The message names the record and the problem."""
 
 
+@dataclass(frozen=True)
+class LabelKeys:
+    """Where the energy / forces / stress labels of an `ase.Atoms` are (extxyz, ASE db, traj).
+
+    ``None`` (the default) means: the calculator results ASE attaches when it reads a file
+    (``energy`` or ``free_energy``, ``forces``, ``stress``), else MACE's reference keys
+    ``REF_energy`` / ``REF_forces`` / ``REF_stress``. A key names the label explicitly: an
+    ``atoms.info`` entry for energy and stress (Voigt 6, or 9 / 3x3 values), an ``atoms.arrays``
+    entry for forces; the calculator's result of the same name also counts (``energy_key=energy``).
+    A key given explicitly and absent from a structure leaves that label empty (None).
+    Values are taken as stored: eV, eV/Å, eV/Å³.
+    """
+
+    energy_key: str | None = None
+    forces_key: str | None = None
+    stress_key: str | None = None
+
+    #: fallbacks when a structure has no calculator results (MACE's convention)
+    REF = {"energy": "REF_energy", "forces": "REF_forces", "stress": "REF_stress"}
+
+    def labels(self, atoms) -> tuple[Any, Any, Any, set[str]]:
+        """``(energy, forces, stress, info/array keys used as labels)`` of one structure."""
+        results = dict(atoms.calc.results) if atoms.calc is not None else {}
+        used: set[str] = set()
+
+        def find(label: str, key: str | None, where: dict):
+            names = [key] if key is not None else [label, *(["free_energy"] if label == "energy" else [])]
+            for name in names:
+                if results.get(name) is not None:
+                    return results[name]
+            if key is None:
+                key = self.REF[label]
+            value = where.get(key)
+            if value is not None:
+                used.add(key)
+            return value
+
+        energy = find("energy", self.energy_key, atoms.info)
+        forces = find("forces", self.forces_key, atoms.arrays)
+        stress = find("stress", self.stress_key, atoms.info)
+        if stress is not None:
+            stress = np.asarray(stress, dtype=np.float64)
+            stress = stress.reshape(3, 3) if stress.size == 9 else stress
+        return energy, forces, stress, used
+
+
 @dataclass
 class AtomsRecord:
     """One structure.
@@ -169,30 +215,31 @@ class AtomsRecord:
 
     # ------------------------------------------------------------------ ASE conversion
     @classmethod
-    def from_atoms(cls, atoms, *, dataset: str = "", source: str = "") -> AtomsRecord:
+    def from_atoms(cls, atoms, *, dataset: str = "", source: str = "",
+                   label_keys: LabelKeys | None = None) -> AtomsRecord:
         """Build a record from an `ase.Atoms`.
 
-        Energy, forces and stress come from the attached calculator's stored results (never
-        recomputed). Numeric entries of ``atoms.info`` become graph-level ``targets``.
-        Tags are kept when any is non-zero; `FixAtoms` constraints become ``fixed``.
+        Energy, forces and stress are read as `LabelKeys` says (default: the attached
+        calculator's stored results, never recomputed, else MACE's ``REF_energy`` /
+        ``REF_forces`` / ``REF_stress``). Other numeric entries of ``atoms.info`` become
+        graph-level ``targets``. Tags are kept when any is non-zero; `FixAtoms` constraints
+        become ``fixed``. ``source``/``dataset`` default to what openjmp wrote into ``info``.
         """
         from ase.constraints import FixAtoms
 
-        results = dict(atoms.calc.results) if atoms.calc is not None else {}
-        energy = results.get("energy")
-        if energy is None:
-            energy = results.get("free_energy")
+        keys = label_keys or LabelKeys()
+        energy, forces, stress, used = keys.labels(atoms)
         fixed = None
         for constraint in atoms.constraints:
             if isinstance(constraint, FixAtoms):
                 fixed = np.zeros(len(atoms), dtype=bool) if fixed is None else fixed
                 fixed[constraint.index] = True
         info = dict(atoms.info)
-        source = source or str(info.get(_INFO_SOURCE, ""))
+        source = str(info.get(_INFO_SOURCE, "")) or source
         dataset = dataset or str(info.get(_INFO_DATASET, ""))
         targets: dict[str, Any] = {}
         for key, value in info.items():
-            if key in (_INFO_SOURCE, _INFO_DATASET):
+            if key in (_INFO_SOURCE, _INFO_DATASET) or key in used:
                 continue
             if isinstance(value, bool):
                 targets[key] = float(value)
@@ -207,8 +254,8 @@ class AtomsRecord:
             cell=np.asarray(atoms.get_cell()),
             pbc=atoms.get_pbc(),
             energy=energy,
-            forces=results.get("forces"),
-            stress=results.get("stress"),
+            forces=forces,
+            stress=stress,
             targets=targets,
             tags=tags if np.any(tags != 0) else None,
             fixed=fixed,

@@ -174,11 +174,11 @@ def resolve_path(path: Path, base: Path) -> Path:
     A path naming a variable that is not set is returned as written (not made absolute) so that
     the error for a missing dataset shows it; see `unset_variables`.
     """
-    text = str(path)
-    if text.startswith("asset:/"):
-        from importlib import resources
+    from openjmp.assets import ASSET_SCHEME, asset_path
 
-        return Path(str(resources.files("openjmp") / "assets" / text.split(":", 1)[1].lstrip("/")))
+    text = str(path)
+    if text.startswith(ASSET_SCHEME):
+        return asset_path(text)
     text = os.path.expandvars(text)
     if unset_variables(text):
         return Path(text)

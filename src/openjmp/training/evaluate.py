@@ -28,7 +28,7 @@ def collect_predictions(model_path, records, head: str | None = None, dtype: str
                                device=device)
     out: dict = {"head": predictor.head_name, "kind": predictor.kind or "properties", "energy": [],
                  "energy_true": [], "natoms": [], "forces": [], "forces_true": [], "properties": {},
-                 "property_kinds": {}}
+                 "property_kinds": {}, "property_units": {}}
     heads = predictor.heads
     for group, result in predictor.predict(records, max_atoms=max_atoms):
         for r, item in zip(group, split_results(group, result)):
@@ -45,6 +45,7 @@ def collect_predictions(model_path, records, head: str | None = None, dtype: str
                 p["pred"].append(value)
                 p["true"].append(float(r.targets.get(key, np.nan)))
                 out["property_kinds"][name] = heads[name]["kind"]
+                out["property_units"][name] = heads[name].get("unit")
     return out
 
 
@@ -67,15 +68,21 @@ def metrics_from_predictions(pred: dict) -> dict:
     return metrics
 
 
-def _parity(ax, pred, true, title, unit):
-    pred, true = np.asarray(pred).ravel(), np.asarray(true).ravel()
+def _parity(ax, pred, true, quantity: str, unit: str | None) -> None:
+    """Parity plot of ``quantity`` [``unit``] with N, MAE and RMSE in the corner."""
+    pred, true = np.asarray(pred, dtype=float).ravel(), np.asarray(true, dtype=float).ravel()
     keep = np.isfinite(true) & np.isfinite(pred)
     ax.scatter(true[keep], pred[keep], s=6, alpha=0.6)
     if keep.any():
         lo, hi = float(min(true[keep].min(), pred[keep].min())), float(max(true[keep].max(), pred[keep].max()))
         ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
-    mae = float(np.abs(pred[keep] - true[keep]).mean()) if keep.any() else float("nan")
-    ax.set(xlabel=f"reference [{unit}]", ylabel=f"predicted [{unit}]", title=f"{title} (MAE {mae:.4g} {unit})")
+    err = pred[keep] - true[keep]
+    mae = float(np.abs(err).mean()) if keep.any() else float("nan")
+    rmse = float(np.sqrt((err**2).mean())) if keep.any() else float("nan")
+    bracket = f" [{unit}]" if unit else " [unit not recorded]"
+    ax.set(xlabel=f"reference {quantity}{bracket}", ylabel=f"predicted {quantity}{bracket}", title=quantity)
+    ax.text(0.03, 0.97, f"N = {int(keep.sum()):,}\nMAE = {mae:.4g}\nRMSE = {rmse:.4g}", transform=ax.transAxes,
+            va="top", ha="left", fontsize=8, bbox={"boxstyle": "round", "fc": "white", "alpha": 0.8})
 
 
 def write_plots(pred: dict, out_dir: Path) -> list[str]:
@@ -104,17 +111,21 @@ def write_plots(pred: dict, out_dir: Path) -> list[str]:
         if pred["forces"]:
             f, ft = np.concatenate(pred["forces"]), np.concatenate(pred["forces_true"])
             fig, ax = plt.subplots(figsize=(4.5, 4.2))
-            _parity(ax, f, ft, "force components", "eV/Å")
+            _parity(ax, f, ft, "force component", "eV/Å")
             save(fig, "parity_forces.png")
             err = np.linalg.norm(f - ft, axis=1)
             err = err[np.isfinite(err)]
             fig, ax = plt.subplots(figsize=(4.5, 3.5))
             ax.hist(err, bins=50)
-            ax.set(xlabel="|F_pred - F_ref| [eV/Å]", ylabel="atoms", title="force error per atom")
+            ax.set(xlabel="force error per atom |F_pred − F_ref| [eV/Å]", ylabel="atoms",
+                   title=f"force error (N = {err.size:,} atoms, mean {err.mean() if err.size else float('nan'):.4g} eV/Å)")
             save(fig, "force_error_histogram.png")
     for name, p in pred["properties"].items():
         fig, ax = plt.subplots(figsize=(4.5, 4.2))
-        _parity(ax, p["pred"], p["true"], name, "target unit")
+        if pred["property_kinds"].get(name) == "classification":
+            _parity(ax, p["pred"], p["true"], f"{name} (class probability)", "0–1")
+        else:
+            _parity(ax, p["pred"], p["true"], name, pred["property_units"].get(name))
         save(fig, f"parity_{name.replace('/', '_')}.png")
     return written
 

@@ -22,6 +22,7 @@ import copy
 import dataclasses
 import logging
 import math
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -521,8 +522,32 @@ def physical_predictions(module: FinetuneModule, batch: GraphBatch, preds) -> di
 
 
 # ============================================================================ driver
-def heads_metadata(cfg: FinetuneConfig, elements: list[int]) -> dict:
+def write_splits_file(cfg: FinetuneConfig, splits: dict[str, list], out: Path) -> str | None:
+    """``out/splits.json``: the source ids of each split (`openjmp.data.split_file`), so that
+    evaluate / data export can select the same records; None (with a warning) when the source's
+    records have no unique ids."""
+    from openjmp.data.split_file import FILE_NAME, SplitFile, SplitFileError
+
+    try:
+        split_file = SplitFile.from_records(cfg.data.path, cfg.data.format, cfg.data.reader_options, cfg.seed,
+                                            splits, out)
+    except SplitFileError as exc:
+        warnings.warn(f"{out / FILE_NAME} not written: {exc}", stacklevel=2)
+        return None
+    return str(split_file.write(out / FILE_NAME))
+
+
+def target_units(cfg: FinetuneConfig) -> dict[str, str]:
+    """Units of the source's graph-level targets, as its reader documents them."""
+    from openjmp.data.readers import read
+
+    return read(cfg.data.path, cfg.data.format, **cfg.data.reader_options).target_units()
+
+
+def heads_metadata(cfg: FinetuneConfig, elements: list[int], units: dict[str, str] | None = None) -> dict:
+    """Model-file head entries; ``units`` (target key → unit, from the reader) label plots."""
     graph = cfg.data.graph.model_dump(mode="json")
+    units = units or {}
     heads = {}
     for t in cfg.targets:
         if t.kind == "energy_forces":
@@ -535,6 +560,7 @@ def heads_metadata(cfg: FinetuneConfig, elements: list[int]) -> dict:
             heads[t.name] = {
                 "kind": t.kind, "energy_module": f"task_heads.{t.name}", "force_module": None, "forces": None,
                 "reduction": t.reduction, "graph": graph, "elements": elements, "key": t.target_key,
+                "unit": units.get(t.target_key),
             }
     return heads
 
@@ -554,6 +580,7 @@ def run_finetuning(cfg: FinetuneConfig, callbacks=None) -> dict:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     splits = load_finetune_splits(cfg)
     check_targets(cfg, splits["train"])
+    splits_file = write_splits_file(cfg, splits, out)
     model, source = build_finetune_model(cfg)
     qint_tags = tuple(model.config.qint_tags)
     settings = cfg.data.graph.settings()
@@ -617,7 +644,7 @@ def run_finetuning(cfg: FinetuneConfig, callbacks=None) -> dict:
     export.model_config = module.model.model_config
     merge_lora(export)  # adapters folded into the base weights: the file loads into the plain model
     elements = sorted({int(z) for r in splits["train"] for z in r.atomic_numbers})
-    export_norm, export_heads = normalization, heads_metadata(cfg, elements)
+    export_norm, export_heads = normalization, heads_metadata(cfg, elements, target_units(cfg))
     if replay is not None:
         replay.summary["val_before"] = replay_before
         replay.summary["val_after"] = replay.evaluate(export.to(module.dtype_), module.dtype_)
@@ -638,7 +665,8 @@ def run_finetuning(cfg: FinetuneConfig, callbacks=None) -> dict:
         "best_val_loss": module.best_val, "train_records": len(splits["train"]), "val_records": len(splits["val"]),
         "test_records": len(splits["test"]), "frozen_parameters": len(module.frozen),
         "train_time_s": train_time, "init_heads": head_info, "lora_layers": len(lora_layers),
-        "replay": replay.summary if replay is not None else None, "validation": module.val_history, "test": test, "model": str(model_path),
+        "replay": replay.summary if replay is not None else None, "validation": module.val_history, "test": test,
+        "model": str(model_path), "splits_file": splits_file,
     }
     write_json(out / "summary.json", summary)
     return summary

@@ -67,8 +67,11 @@ def get_reader(name: str) -> type[Reader]:
 
 
 def read(path, format: str | None = None, **options) -> Reader:
-    """Open ``path`` with the reader for ``format`` (detected when None); iterate the result."""
-    path = Path(path)
+    """Open ``path`` with the reader for ``format`` (detected when None); iterate the result.
+    ``asset://mini/...`` names a file of the packaged mini suite."""
+    from openjmp.assets import asset_path
+
+    path = asset_path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or folder")
     return get_reader(format or detect_format(path))(path, **options)
