@@ -144,10 +144,20 @@ def run(args) -> int:
     dyn.attach(writer, interval=args.interval)
     dyn.attach(logger, interval=args.interval)
     e0 = atoms.get_total_energy()
+    from openjmp.progress import Progress
+
+    # a live bar in a terminal, else a line at least every $OPENJMP_PROGRESS_INTERVAL s (30);
+    # the fields are evaluated only when a line is drawn
+    bar = Progress("md", total=args.steps, unit="step")
+    fields = {"T": lambda: f"{atoms.get_temperature():.1f} K",
+              "Etot": lambda: f"{atoms.get_total_energy():.6f} eV"}
+    first = dyn.nsteps
+    dyn.attach(lambda: bar.update(dyn.nsteps - first, fields), interval=1)
     start = time.perf_counter()
     try:
         dyn.run(args.steps)
     finally:
+        bar.close()
         writer.close()
         logger.close() if hasattr(logger, "close") else None
     elapsed = time.perf_counter() - start

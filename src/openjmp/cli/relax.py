@@ -32,6 +32,7 @@ def register(subparsers, verb: str, help_text: str) -> None:
 
 def run(args) -> int:
     import ase.io
+    import numpy as np
     from ase.calculators.singlepoint import SinglePointCalculator
     from ase.optimize import BFGS, FIRE
 
@@ -49,10 +50,23 @@ def run(args) -> int:
     writer = TrajectoryWriter(args.traj, atoms)
     opt.attach(writer, interval=1)
     e0 = atoms.get_potential_energy()
+    from openjmp.progress import Progress
+
+    # a live bar in a terminal, else a line at least every $OPENJMP_PROGRESS_INTERVAL s (30);
+    # --steps is a limit, so the ETA is an upper bound; fields evaluated only when drawn
+    bar = Progress("relax", total=args.steps, unit="step", eta_bound=True)
+
+    def max_force() -> str:
+        f = np.asarray(target.get_forces())
+        return f"{float(np.sqrt((f ** 2).sum(axis=1).max())):.4f} eV/Å (target {args.fmax:g})"
+
+    fields = {"fmax": max_force, "E": lambda: f"{atoms.get_potential_energy():.6f} eV"}
+    opt.attach(lambda: bar.update(opt.nsteps, fields), interval=1)
     start = time.perf_counter()
     try:
         converged = bool(opt.run(fmax=args.fmax, steps=args.steps))
     finally:
+        bar.close()
         writer.close()
     elapsed = time.perf_counter() - start
     results = {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces()}

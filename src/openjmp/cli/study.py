@@ -134,11 +134,13 @@ def run(args) -> int:
     def progress(label, done, total, elapsed):
         eta = elapsed / done * (total - done) if done else float("nan")
         eta_text = f"{eta / 60:.1f} min" if eta == eta else "?"
-        console.print(f"[task {done + 1}/{total}] {label}  (elapsed {elapsed / 60:.1f} min, ETA {eta_text})")
+        # markup=False: "[task 1/2]" is text, not a rich style tag
+        console.print(f"[task {done + 1}/{total}] {label}  (elapsed {elapsed / 60:.1f} min, ETA {eta_text})",
+                      markup=False, highlight=False)
 
     try:
         results = run_study(study, args.out, pretrained, progress, only_tasks={t.name for t in tasks},
-                            workers=args.workers)
+                            workers=args.workers, run_progress=True)
     except KeyboardInterrupt:
         console.print(f"[yellow]interrupted: partial report in {args.out}/report.md; run the same command to resume")
         return 130

@@ -99,23 +99,40 @@ def _run_one(cfg_dict: dict) -> str:
     return cfg_dict["output_dir"]
 
 
+def _plan(study: StudyConfig, task: StudyTask, out: Path) -> list[tuple[str, int, float, Path]]:
+    return [(arm, seed, lr, out / "runs" / task.name / arm / f"seed{seed}" / _lr_tag(lr))
+            for arm in ARMS for seed in study.seeds for lr in study.lr_grid]
+
+
 def run_study(study: StudyConfig, out: Path, pretrained: Path, progress=None, only_tasks=None,
-              workers: int = 1) -> dict:
+              workers: int = 1, run_progress: bool = False) -> dict:
     """Run (or resume) all runs; returns the results dict (also written as results.json).
 
     ``workers`` > 1 runs independent fine-tuning runs in parallel processes (one thread each);
-    results do not depend on it.
+    results do not depend on it. ``run_progress``: report fine-tuning runs done of all runs with
+    rate and ETA (:class:`openjmp.progress.Progress`: a bar in a terminal, else a line after a
+    finished run at least every ``$OPENJMP_PROGRESS_INTERVAL`` seconds).
     """
+    from openjmp.progress import Progress
+
     out = Path(out)
     results: dict = {"tasks": {}, "config": study.model_dump(mode="json"), "pretrained": str(pretrained),
                      "phases": {}}
     tasks = [t for t in study.tasks if only_tasks is None or t.name in only_tasks]
     heads = pretrain_head_names(pretrained)
+    plans = {task.name: _plan(study, task, out) for task in tasks}
+    done_before = sum((p[3] / "summary.json").exists() for plan in plans.values() for p in plan)
+    with Progress("study", total=sum(len(plan) for plan in plans.values()), unit="run",
+                  start=done_before, enabled=run_progress) as bar:
+        _run_tasks(study, out, pretrained, progress, tasks, plans, heads, workers, results, bar)
+    return results
+
+
+def _run_tasks(study, out, pretrained, progress, tasks, plans, heads, workers, results, bar) -> None:
     t_start = time.perf_counter()
     for task in tasks:
         t_task = time.perf_counter()
-        plan = [(arm, seed, lr, out / "runs" / task.name / arm / f"seed{seed}" / _lr_tag(lr))
-                for arm in ARMS for seed in study.seeds for lr in study.lr_grid]
+        plan = plans[task.name]
         pending = [p for p in plan if not (p[3] / "summary.json").exists()]
         if progress:
             progress(f"{task.name}: {len(pending)} of {len(plan)} runs to do", len(results["tasks"]), len(tasks),
@@ -124,13 +141,16 @@ def run_study(study: StudyConfig, out: Path, pretrained: Path, progress=None, on
                    for arm, seed, lr, run_dir in pending]
         if workers > 1 and len(configs) > 1:
             import multiprocessing as mp
-            from concurrent.futures import ProcessPoolExecutor
+            from concurrent.futures import ProcessPoolExecutor, as_completed
 
             with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-                list(pool.map(_run_one, configs))
+                for future in as_completed([pool.submit(_run_one, cfg) for cfg in configs]):
+                    future.result()
+                    bar.advance(task=task.name)
         else:
             for cfg in configs:
                 _run_one(cfg)
+                bar.advance(task=task.name)
         jmp_cfg = finetune_config_dict(study, task, "jmp", 0, study.lr_grid[0], pretrained, out, heads)
         task_result = {"domain": task.domain, "in_pretraining_domain": task.in_pretraining_domain,
                        "primary_metric": task.primary_metric, "unit": task.report_unit,
@@ -165,7 +185,6 @@ def run_study(study: StudyConfig, out: Path, pretrained: Path, progress=None, on
         results["phases"]["finetuning_s"] = time.perf_counter() - t_start
         finalize(results)
         write_results(out, results)
-    return results
 
 
 def steps_to_reach(scratch: dict, jmp: dict) -> dict:

@@ -529,10 +529,23 @@ def run_pretraining(config: PretrainConfig, resume: bool = True, callbacks=None)
         except ImportError:
             pass
     cbs = [last_ckpt, best_ckpt, _ResumeSampler(dm)]
-    if tc.progress_bar:
-        from lightning.pytorch.callbacks import RichProgressBar
+    from openjmp.training.progress import (
+        ProgressLog,
+        quiet_lightning,
+        stdout_is_terminal,
+        step_progress_bar,
+        verbosity,
+    )
 
-        cbs.append(RichProgressBar())
+    quiet_lightning()
+    # as fine-tuning: a terminal gets a live bar labelled step N/TOTAL; a log (stdout redirected)
+    # a progress line at least every $OPENJMP_PROGRESS_INTERVAL seconds (30) and after each
+    # validation; --quiet: neither
+    live_bar = tc.progress_bar and stdout_is_terminal() and verbosity() >= 0
+    if live_bar:
+        cbs.append(step_progress_bar())
+    elif tc.progress_bar and verbosity() >= 0:
+        cbs.append(ProgressLog("pretrain"))
     cbs += list(callbacks or [])
     prepare_deterministic_cuda(tc.deterministic, tc.accelerator)
     trainer = L.Trainer(
@@ -540,7 +553,7 @@ def run_pretraining(config: PretrainConfig, resume: bool = True, callbacks=None)
         strategy=tc.strategy, precision=tc.precision, logger=loggers, callbacks=cbs,
         val_check_interval=tc.val_every_n_steps, check_val_every_n_epoch=None,
         log_every_n_steps=tc.log_every_n_steps, gradient_clip_val=config.optim.grad_clip_norm,
-        gradient_clip_algorithm="norm", deterministic=tc.deterministic, enable_progress_bar=tc.progress_bar,
+        gradient_clip_algorithm="norm", deterministic=tc.deterministic, enable_progress_bar=live_bar,
         max_time={"minutes": tc.max_time_minutes} if tc.max_time_minutes else None,
         enable_model_summary=False, use_distributed_sampler=False,
     )

@@ -4,6 +4,8 @@ cannot act on.
 * :func:`verbosity` / :func:`set_verbosity`: ``-1`` quiet (errors and the final result only),
   ``0`` normal, ``1`` verbose (Lightning's own messages and every warning). Kept in
   ``$OPENJMP_VERBOSITY`` so worker processes inherit it (``openjmp --quiet`` / ``--verbose``).
+  These and :func:`progress_line` / :func:`format_duration` live in :mod:`openjmp.progress`
+  (no Lightning import; also the ``md`` / ``relax`` / ``study`` / ``data generate`` reporter).
 * :func:`quiet_lightning`: drops Lightning's advertisements ("💡 Tip: ... litlogger / litmodels")
   and messages about hardware that is not there, and warnings a user cannot act on (unless
   verbose).
@@ -19,15 +21,25 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import sys
 import time
 import warnings
 from typing import Any
 
-ENV_VERBOSITY = "OPENJMP_VERBOSITY"
-ENV_INTERVAL = "OPENJMP_PROGRESS_INTERVAL"
-DEFAULT_INTERVAL_S = 30.0
+# the Lightning-free helpers live in openjmp.progress (openjmp.data and the CLI use them); the
+# names stay importable from here
+from openjmp.progress import (  # noqa: F401
+    DEFAULT_INTERVAL_S,
+    ENV_INTERVAL,
+    ENV_VERBOSITY,
+    _interval,
+    format_duration,
+    interval,
+    progress_line,
+    set_verbosity,
+    stdout_is_terminal,
+    verbosity,
+)
 
 #: Lightning messages nobody running openjmp can act on (advertisements, absent hardware)
 _NOISE = ("💡 Tip", "litlogger", "litmodels", "TPU available", "HPU available", "GPU available: False",
@@ -43,18 +55,8 @@ _WARNINGS = (
     r".*Experiment logs directory .* exists and is not empty",
     r".*Total length of .* across ranks is zero",
     r".*the `srun` command is available on your system",
+    r".*You have overridden `transfer_batch_to_device` in `LightningModule`",
 )
-
-
-def verbosity() -> int:
-    try:
-        return int(os.environ.get(ENV_VERBOSITY, "0"))
-    except ValueError:
-        return 0
-
-
-def set_verbosity(level: int) -> None:
-    os.environ[ENV_VERBOSITY] = str(int(level))
 
 
 class _NoiseFilter(logging.Filter):
@@ -94,53 +96,6 @@ def quiet_lightning() -> None:
         return
     for pattern in _WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
-
-
-def format_duration(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, s = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes}m{s:02d}s"
-    hours, m = divmod(minutes, 60)
-    return f"{hours}h{m:02d}m"
-
-
-def progress_line(step: int, total: int | None, elapsed: float, loss: float | None = None,
-                  label: str = "step", first_step: int = 0) -> str:
-    """``step 40/500 (8%) | 1.32 steps/s | ETA 5m48s | loss 0.4312 | elapsed 30s``."""
-    done = step - first_step
-    rate = done / elapsed if elapsed > 0 and done > 0 else float("nan")
-    parts = []
-    if total:
-        parts.append(f"{label} {step}/{total} ({100.0 * step / total:.0f}%)")
-    else:
-        parts.append(f"{label} {step}")
-    parts.append(f"{rate:.2f} {label}s/s" if math.isfinite(rate) else f"- {label}s/s")
-    if total:
-        eta = (total - step) / rate if math.isfinite(rate) and rate > 0 else float("nan")
-        parts.append(f"ETA {format_duration(eta)}")
-    if loss is not None and math.isfinite(loss):
-        parts.append(f"loss {loss:.4g}")
-    parts.append(f"elapsed {format_duration(elapsed)}")
-    return " | ".join(parts)
-
-
-def stdout_is_terminal() -> bool:
-    try:
-        return sys.stdout.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
-def _interval() -> float:
-    try:
-        return float(os.environ.get(ENV_INTERVAL, DEFAULT_INTERVAL_S))
-    except ValueError:
-        return DEFAULT_INTERVAL_S
 
 
 def _metric(trainer, *names: str) -> float | None:
@@ -183,6 +138,8 @@ class ProgressLog(_callback_base()):
     def on_train_start(self, trainer, pl_module) -> None:
         self.t0 = self.last = time.perf_counter()
         self.first_step = int(trainer.global_step)
+        if not trainer.is_global_zero:
+            return
         total = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else None
         self._print(f"training {total if total else '?'} steps (progress every "
                     f"{self.interval_s:.0f} s; loss = training loss of the last step)")

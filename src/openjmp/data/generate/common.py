@@ -249,6 +249,7 @@ def run_items(
         seed, domain: define each item's random generator (`item_rng`), independent of workers.
         cache_dir: folder of chunk files; existing chunks are loaded instead of recomputed.
         workers: processes; 1 runs in this process.
+        progress: a bar in a terminal, else progress lines (:class:`openjmp.progress.Progress`).
 
     Returns:
         one result per item, in item order.
@@ -266,18 +267,17 @@ def run_items(
         else:
             todo.append((start, chunk_items, path))
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from openjmp.progress import Progress
 
-    columns = [TextColumn(f"[bold]{domain}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn()]
-    with Progress(*columns, disable=not progress, transient=False) as bar:
-        task = bar.add_task(domain, total=len(items), completed=len(items) - sum(
-            len(c[1]) for c in todo))
+    # a bar in a terminal, else a line at least every $OPENJMP_PROGRESS_INTERVAL s (30); cached
+    # items count as done and not towards the rate
+    cached = len(items) - sum(len(c[1]) for c in todo)
+    with Progress(domain, total=len(items), unit="item", start=cached, enabled=progress) as bar:
 
         def finish(start: int, path: Path, chunk_results: list[Result]) -> None:
             save_chunk(path, chunk_results)
             results[start] = chunk_results
-            bar.advance(task, len(chunk_results))
+            bar.advance(len(chunk_results))
 
         if workers <= 1 or len(todo) <= 1:
             force_single_thread_env()
