@@ -192,7 +192,10 @@ def test_study_prints_runs_done_with_eta(tmp_path, log_env, capfd, monkeypatch):
     study count as done and not towards the rate."""
     from openjmp.study import runner
 
-    def fake_run(cfg: dict) -> str:
+    labels = []
+
+    def fake_run(cfg: dict, log_label: str | None = None) -> str:
+        labels.append(log_label)
         out = Path(cfg["output_dir"])
         out.mkdir(parents=True, exist_ok=True)
         summary = {"best_val_loss": cfg["optim"]["lr"], "steps": 4, "train_time_s": 0.1, "validation": [],
@@ -212,6 +215,8 @@ def test_study_prints_runs_done_with_eta(tmp_path, log_env, capfd, monkeypatch):
     assert main(args + ["--tasks", "a"]) == 0
     out, err = capfd.readouterr()
     assert lines(out, "study", "run", 4, r" task a \|") == [1, 2, 3, 4], out + err
+    # in a log each run prints its own progress lines too, labelled with the run
+    assert len(labels) == 4 and all(re.fullmatch(r"a/(jmp|scratch)/seed0/lr\S+", str(x)) for x in labels), labels
     assert main(args) == 0  # resumed: task a's 4 runs are done
     out, err = capfd.readouterr()
     assert lines(out, "study", "run", 8, r" task b \|") == [5, 6, 7, 8], out + err

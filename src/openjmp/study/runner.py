@@ -83,8 +83,10 @@ def pretrain_head_names(pretrained: Path) -> set[str] | None:
         return None
 
 
-def _run_one(cfg_dict: dict) -> str:
-    """One fine-tuning run (top-level so that worker processes can pickle it)."""
+def _run_one(cfg_dict: dict, log_label: str | None = None) -> str:
+    """One fine-tuning run (top-level so that worker processes can pickle it). ``log_label``:
+    print the run's own progress lines (a log, not a terminal) so that a study is never silent
+    for longer than the progress interval, however long one run takes."""
     import os
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -95,7 +97,12 @@ def _run_one(cfg_dict: dict) -> str:
     from openjmp.training.finetune import run_finetuning
     from openjmp.training.finetune_config import FinetuneConfig
 
-    run_finetuning(load_config(FinetuneConfig, data=cfg_dict))
+    callbacks = None
+    if log_label is not None:
+        from openjmp.training.progress import ProgressLog
+
+        callbacks = [ProgressLog(log_label)]
+    run_finetuning(load_config(FinetuneConfig, data=cfg_dict), callbacks=callbacks)
     return cfg_dict["output_dir"]
 
 
@@ -129,6 +136,9 @@ def run_study(study: StudyConfig, out: Path, pretrained: Path, progress=None, on
 
 
 def _run_tasks(study, out, pretrained, progress, tasks, plans, heads, workers, results, bar) -> None:
+    from openjmp.progress import stdout_is_terminal, verbosity
+
+    log_runs = bar.enabled and not stdout_is_terminal() and verbosity() >= 0
     t_start = time.perf_counter()
     for task in tasks:
         t_task = time.perf_counter()
@@ -139,17 +149,19 @@ def _run_tasks(study, out, pretrained, progress, tasks, plans, heads, workers, r
                      time.perf_counter() - t_start)
         configs = [finetune_config_dict(study, task, arm, seed, lr, pretrained, run_dir, heads)
                    for arm, seed, lr, run_dir in pending]
+        labels = [f"{task.name}/{arm}/seed{seed}/{_lr_tag(lr)}" if log_runs else None
+                  for arm, seed, lr, _ in pending]
         if workers > 1 and len(configs) > 1:
             import multiprocessing as mp
             from concurrent.futures import ProcessPoolExecutor, as_completed
 
             with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-                for future in as_completed([pool.submit(_run_one, cfg) for cfg in configs]):
+                for future in as_completed([pool.submit(_run_one, cfg, label) for cfg, label in zip(configs, labels)]):
                     future.result()
                     bar.advance(task=task.name)
         else:
-            for cfg in configs:
-                _run_one(cfg)
+            for cfg, label in zip(configs, labels):
+                _run_one(cfg, label)
                 bar.advance(task=task.name)
         jmp_cfg = finetune_config_dict(study, task, "jmp", 0, study.lr_grid[0], pretrained, out, heads)
         task_result = {"domain": task.domain, "in_pretraining_domain": task.in_pretraining_domain,
