@@ -1,4 +1,4 @@
-"""``openjmp data convert|inspect|generate``: read datasets, build training stores, summarise.
+"""``openjmp data convert|inspect|export|generate``: read datasets, build training stores, summarise, export.
 
 - ``convert SRC --format NAME --out DIR``: stream any supported source into a store (sharded
   LMDB + metadata; atomic and resumable; see `openjmp.data.store`).

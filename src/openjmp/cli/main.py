@@ -16,7 +16,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "inspect": ("openjmp.cli.inspect", "summarise a structure file that ASE reads"),
     "demo": ("openjmp.cli.demo", "run the main job on the embedded default (the miniature JMP study)"),
     "check-reference": ("openjmp.cli.check_reference", "compare GemNet-OC with a reference fixture"),
-    "data": ("openjmp.cli.data", "convert, inspect or generate datasets (data convert|inspect|generate)"),
+    "data": ("openjmp.cli.data", "convert, inspect, export or generate datasets (data convert|inspect|export|generate)"),
     "pretrain": ("openjmp.cli.pretrain", "joint multi-domain pre-training from a YAML config"),
     "finetune": ("openjmp.cli.finetune", "fine-tune new heads on a pre-trained backbone from a YAML config"),
     "evaluate": ("openjmp.cli.evaluate", "metrics and parity plots of a model file on a dataset"),
